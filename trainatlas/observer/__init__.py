@@ -1,0 +1,1 @@
+"""Recording a training run: hooks and collectors, the buffered shard writer, system and energy samplers."""

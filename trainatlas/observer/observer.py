@@ -1,0 +1,369 @@
+"""The Observer: records a training run into Parquet shards without getting in its way.
+
+The training thread does the least possible per step (a few clock reads, a detached loss tensor,
+a fused gradient-norm kernel, one list append). A background thread samples the system, converts
+tensors to floats in bulk, writes one shard per table about every second and keeps the heartbeat.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import time
+import traceback
+import warnings
+import weakref
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from trainatlas.observer.guard import Budget, Channels
+from trainatlas.observer.recording import Recording
+from trainatlas.observer.system import SystemSampler
+from trainatlas.observer.values import is_tensor
+from trainatlas.store.layout import RUN_FILE, TABLES, new_run_id, resolve_root, run_dir
+from trainatlas.store.runinfo import process_identity, utcnow_iso, write_run_json
+from trainatlas.store.shards import (
+    ROLLING_COMPACT_AT,
+    compact,
+    list_shards,
+    next_index,
+    shard_path,
+    write_shard_atomic,
+)
+
+CARBON_EVERY_S = 5.0
+GRAD_NORM_BUDGET = 0.005  # share of step time the per-step gradient norm may take
+
+
+class Observer:
+    """Records one training run. See the README for what each channel records.
+
+    Args:
+        project: groups runs; a directory ``project=<project>`` under the root.
+        name: a human name for the run (the run id when not given).
+        root: where runs are written; ``$TRAINATLAS_ROOT`` or ``./trainatlas-runs`` by default.
+        config: the run's hyperparameters, kept in ``run.json`` (used by comparisons).
+        sample_every: per-layer statistics every this many steps (0 switches them off).
+        flush_every_s: how often buffered data is written; a killed run loses at most this much.
+        system: sample process memory/CPU and GPU metrics about once a second.
+        carbon: measure energy and CO2 with CodeCarbon (default: when it is installed).
+        carbon_country: ISO 3166-1 alpha-3 country for the grid carbon intensity
+            (default ``$TRAINATLAS_CARBON_COUNTRY``, else ``USA``).
+        grad_norm_every: compute the global gradient norm every this many steps; ``None``
+            (default) computes it whenever its cost stays under 0.5% of the step time.
+    """
+
+    def __init__(
+        self,
+        project: str = "default",
+        name: str | None = None,
+        root: str | os.PathLike[str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        *,
+        sample_every: int = 100,
+        flush_every_s: float = 1.0,
+        system: bool = True,
+        carbon: bool | None = None,
+        carbon_country: str | None = None,
+        grad_norm_every: int | None = None,
+    ) -> None:
+        self.project = project
+        self.run_id = new_run_id()
+        self.name = name or self.run_id
+        self.root = resolve_root(root)
+        self.dir: Path = run_dir(self.root, project, self.run_id)
+        self.sample_every = max(0, int(sample_every))
+        self.flush_every_s = float(flush_every_s)
+        self.global_step = 0
+        self.closed = False
+        self._pid = os.getpid()
+        self._rec = Recording()
+        self._channels = Channels(["steps", "layers", "log", "system", "carbon", "writer"])
+        if not system:
+            self._channels.enabled.discard("system")
+        self._carbon_wanted = carbon
+        self._carbon_country = carbon_country
+        self._model: Any = None
+        self._optimizer: Any = None
+        self._params: list[Any] = []
+        self._sampler: Any = None
+        self._hooks: list[Any] = []
+        self._last_end: float | None = None
+        self._forward_start: float | None = None
+        self._grad_norm_every = grad_norm_every
+        self._grad_norm_budget = Budget(GRAD_NORM_BUDGET)
+        self._next_shard = dict.fromkeys(TABLES, 0)
+        self._lock = threading.RLock()  # the background thread, watch() and close()
+        self._stop = threading.Event()
+        self._info: dict[str, Any] = {
+            "run_id": self.run_id,
+            "name": self.name,
+            "project": project,
+            "status": "running",
+            "source": "observer",
+            "started_at": utcnow_iso(),
+            "ended_at": None,
+            "heartbeat_at": utcnow_iso(),
+            "steps": 0,
+            "config": dict(config or {}),
+            "total_steps": None,
+            **process_identity(),
+        }
+        self.recording = self._open_run_dir()
+        if not self.recording:
+            return
+        from trainatlas.observer.environment import environment
+
+        self._info["environment"] = environment()
+        self._write_info()
+        _live.add(self)
+        self._thread = threading.Thread(target=self._background, name="trainatlas", daemon=True)
+        self._thread.start()
+
+    # -- the public API ------------------------------------------------------------------------
+
+    def watch(self, model: Any, optimizer: Any = None, *, total_steps: int | None = None) -> None:
+        """Install the hooks: step timing and data wait on ``model``, per-layer statistics on
+        sampled steps, the learning rates of ``optimizer``. Call once, before training."""
+        if not self.recording:
+            return
+        try:
+            from trainatlas.observer.environment import model_summary, optimizer_summary
+            from trainatlas.observer.layers import LayerSampler
+
+            self._model, self._optimizer = model, optimizer
+            self._params = [p for p in model.parameters() if p.requires_grad]
+            self._hooks.append(model.register_forward_pre_hook(self._on_forward))
+            self._info["model"] = model_summary(model)
+            if optimizer is not None:
+                self._info["optimizer"] = optimizer_summary(optimizer)
+            if total_steps:
+                self._info["total_steps"] = int(total_steps)
+            if self.sample_every:
+                self._sampler = LayerSampler(model)
+                self._sampler.arm()  # the first step is always sampled
+            self._write_info()
+        except Exception as exc:  # noqa: BLE001
+            self._channels.disable("layers", exc)
+
+    def step(
+        self,
+        loss: Any = None,
+        *,
+        batch_size: int | None = None,
+        epoch: float | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Record one optimizer step. ``loss`` may be a tensor: it is not synced to the host here."""
+        now = time.perf_counter()
+        if not self.recording or "steps" not in self._channels:
+            return
+        try:
+            self.global_step = s = self.global_step + 1 if step is None else int(step)
+            last = self._last_end
+            step_s = now - last if last is not None else None
+            start = self._forward_start
+            data_s = start - last if last is not None and start is not None else None
+            self._forward_start = None
+            if loss is not None and is_tensor(loss):
+                loss = loss.detach()
+            grad_norm = self._grad_norm(s, now) if self._params else None
+            lrs = tuple(g["lr"] for g in self._optimizer.param_groups) if self._optimizer else ()
+            self._rec.steps.append(
+                (s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
+            )
+            sampler = self._sampler
+            if sampler is not None:
+                if sampler.armed:
+                    self._channels.run("layers", self._collect_layers, s)
+                if (s + 1) % self.sample_every == 0 and "layers" in self._channels:
+                    self._channels.run("layers", sampler.arm)
+        except Exception as exc:  # noqa: BLE001
+            self._channels.disable("steps", exc)
+        self._last_end = time.perf_counter()
+
+    def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
+        """Record named scalars (numbers or tensors) at the current step, e.g. ``val/loss``."""
+        if not self.recording or "log" not in self._channels:
+            return
+        try:
+            self._rec.logged.append(
+                (self.global_step if step is None else int(step), time.time(), dict(values))
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._channels.disable("log", exc)
+
+    def close(self, status: str = "completed", error: str | None = None) -> None:
+        """Write what is buffered, compact the shards and mark the run ``completed`` or ``failed``."""
+        if self.closed or os.getpid() != self._pid:
+            return
+        self.closed = True
+        _live.discard(self)
+        for h in self._hooks:
+            h.remove()
+        if self._sampler is not None:
+            self._sampler.disarm()
+        if not self.recording:
+            return
+        self._stop.set()
+        self._thread.join(timeout=60)
+        with self._lock:
+            self._rec.event(self.global_step, time.time(), "lifecycle", f"run_{status}",
+                            "info" if status == "completed" else "critical",
+                            f"run {status} after {self.global_step} steps")  # fmt: skip
+            self._flush()
+            for table in TABLES:
+                self._channels.run("writer", compact, self.dir / table)
+            self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso())
+            if error:
+                self._info["traceback"] = error
+            self._write_info()
+
+    def __enter__(self) -> Observer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close("failed", "".join(traceback.format_exception(exc_type, exc, tb)))
+
+    # -- the training thread's helpers ---------------------------------------------------------
+
+    def _on_forward(self, module: Any, args: Any) -> None:
+        if self._forward_start is None:
+            self._forward_start = time.perf_counter()
+
+    def _grad_norm(self, step: int, now: float) -> Any:
+        from trainatlas.observer.layers import global_grad_norm
+
+        every = self._grad_norm_every
+        if every is not None:
+            return global_grad_norm(self._params) if step % every == 0 else None
+        if not self._grad_norm_budget.allows(now):
+            return None
+        norm = global_grad_norm(self._params)
+        self._grad_norm_budget.spend(time.perf_counter() - now)
+        return norm
+
+    def _collect_layers(self, step: int) -> None:
+        self._rec.layers.append((step, time.time(), self._sampler.collect()))
+
+    # -- the background thread -----------------------------------------------------------------
+
+    def _background(self) -> None:
+        system = self._channels.run("system", SystemSampler)
+        carbon = self._channels.run("carbon", self._start_carbon) if self._carbon_on() else None
+        next_carbon = time.monotonic() + CARBON_EVERY_S
+        while not self._stop.wait(self.flush_every_s):
+            with self._lock:
+                if system is not None:
+                    self._sample("system", system.sample)
+                if carbon is not None and time.monotonic() >= next_carbon:
+                    self._sample("carbon", carbon.read)
+                    next_carbon = time.monotonic() + CARBON_EVERY_S
+                self._flush()
+        if system is not None:
+            self._sample("system", system.sample)
+        if carbon is not None:
+            self._sample("carbon", carbon.stop)
+
+    def _carbon_on(self) -> bool:
+        if "carbon" not in self._channels:
+            return False
+        if self._carbon_wanted is None:
+            from trainatlas.observer.carbon import carbon_available
+
+            self._carbon_wanted = carbon_available()
+        if not self._carbon_wanted:
+            self._channels.enabled.discard("carbon")
+        return bool(self._carbon_wanted)
+
+    def _start_carbon(self) -> Any:
+        from trainatlas.observer.carbon import CarbonMeter
+
+        meter = CarbonMeter(self._carbon_country)
+        self._info["carbon"] = {"country": meter.country, "source": "codecarbon-offline"}
+        return meter
+
+    def _sample(self, channel: str, read: Any) -> None:
+        values = self._channels.run(channel, read)
+        if values:
+            self._rec.logged.append((self.global_step, time.time(), values))
+
+    def _flush(self) -> None:
+        """Write one shard per table with what was recorded, and beat the heartbeat."""
+        if "writer" not in self._channels:
+            self._rec.clear()
+            return
+        try:
+            for table, data in self._rec.drain(self.run_id).items():
+                table_dir = self.dir / table
+                if not self._next_shard[table]:
+                    table_dir.mkdir(exist_ok=True)
+                    self._next_shard[table] = next_index(table_dir)
+                write_shard_atomic(data, shard_path(table_dir, self._next_shard[table]))
+                self._next_shard[table] += 1
+                if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
+                    compact(table_dir, ROLLING_COMPACT_AT)
+            self._info.update(heartbeat_at=utcnow_iso(), steps=self.global_step)
+            self._info["channels_off"] = self._channels.failures
+            self._write_info()
+        except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training
+            self._channels.disable("writer", exc)
+            self._rec.clear()
+
+    # -- the run directory ---------------------------------------------------------------------
+
+    def _open_run_dir(self) -> bool:
+        try:
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            self.dir.mkdir()
+            write_run_json(self.dir / RUN_FILE, self._info)
+            return True
+        except OSError as exc:
+            warnings.warn(
+                f"trainatlas: cannot write the run under {self.root} ({exc}); "
+                "this run is not recorded, training continues",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+
+    def _write_info(self) -> None:
+        with self._lock:
+            write_run_json(self.dir / RUN_FILE, self._info)
+
+
+# -- runs left open when the interpreter exits -----------------------------------------------------
+
+_live: weakref.WeakSet[Observer] = weakref.WeakSet()
+_uncaught: list[str] = []
+_previous_excepthook = sys.excepthook
+
+
+def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+    _uncaught.append("".join(traceback.format_exception(exc_type, exc, tb)))
+    _previous_excepthook(exc_type, exc, tb)
+
+
+@atexit.register
+def _close_open_runs() -> None:
+    """A script that never called close(): completed, or failed if it died of an exception."""
+    for obs in list(_live):
+        if _uncaught:
+            obs.close("failed", _uncaught[-1])
+        else:
+            obs.close()
+
+
+sys.excepthook = _excepthook

@@ -1,0 +1,145 @@
+"""Buffers the training thread appends to, and their conversion to Arrow tables in the background.
+
+The training thread only appends tuples to lists (atomic under the GIL); the background thread
+takes what is there with ``take`` and converts it in bulk, so the hot path never waits on a lock,
+a host sync or I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pyarrow as pa
+
+from trainatlas.observer.values import to_floats
+from trainatlas.store.schema import EVENTS, LAYERS, SCALARS
+
+# The per-step tuple: (step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
+STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
+LAYER_STATS = (
+    "grad_norm", "weight_norm", "update_ratio",
+    "act_mean", "act_std", "act_zero_frac", "act_dead_frac", "act_sat_frac",
+)  # fmt: skip
+
+
+def take(items: list[Any]) -> list[Any]:
+    """Remove and return what is in ``items`` now; appends racing with this are kept."""
+    n = len(items)
+    batch = items[:n]
+    del items[:n]
+    return batch
+
+
+def lr_key(group: int) -> str:
+    return "lr" if group == 0 else f"lr/group{group}"
+
+
+class Recording:
+    """What has been recorded but not yet written."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Any, ...]] = []
+        self.logged: list[tuple[int, float, dict[str, Any]]] = []
+        self.layers: list[tuple[int, float, list[tuple[Any, ...]]]] = []
+        self.events: list[tuple[Any, ...]] = []
+        self.seen_nonfinite: set[str] = set()
+
+    def clear(self) -> None:
+        for items in (self.steps, self.logged, self.layers, self.events):
+            take(items)
+
+    def event(self, step: int, ts: float, kind: str, code: str, severity: str, message: str,
+              payload: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.events.append((step, ts, kind, code, severity, message, payload or {}))
+
+    def drain(self, run_id: str) -> dict[str, pa.Table]:
+        """Tables for everything recorded since the last drain (empty tables left out)."""
+        tables = {
+            "scalars": self._scalars(run_id, take(self.steps), take(self.logged)),
+            "layers": self._layers(run_id, take(self.layers)),
+        }
+        tables["events"] = self._events(run_id, take(self.events))
+        return {name: t for name, t in tables.items() if t.num_rows}
+
+    def _scalars(self, run_id: str, steps: list[tuple[Any, ...]],
+                 logged: list[tuple[int, float, dict[str, Any]]]) -> pa.Table:  # fmt: skip
+        col_step: list[int] = []
+        col_ts: list[float] = []
+        col_key: list[str] = []
+        raw: list[Any] = []
+
+        def add(step: int, ts: float, key: str, value: Any) -> None:
+            if value is not None:
+                col_step.append(step)
+                col_ts.append(ts)
+                col_key.append(key)
+                raw.append(value)
+
+        for step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch in steps:
+            for key, value in zip(STEP_KEYS, (loss, grad_norm, step_s, data_s, batch_size), strict=False):
+                add(step, ts, key, value)
+            if batch_size and step_s:
+                add(step, ts, "throughput/samples_per_s", batch_size / step_s)
+            for group, lr in enumerate(lrs):
+                add(step, ts, lr_key(group), lr)
+            add(step, ts, "epoch", epoch)
+        for step, ts, values in logged:
+            for key, value in values.items():
+                add(step, ts, str(key), value)
+        values = to_floats(raw)
+        self._flag_nonfinite(col_step, col_ts, col_key, values)
+        return pa.table(
+            {"run_id": [run_id] * len(values), "step": col_step, "ts": col_ts,
+             "key": col_key, "value": values},
+            schema=SCALARS,
+        )  # fmt: skip
+
+    def _flag_nonfinite(self, steps: list[int], ts: list[float], keys: list[str],
+                        values: list[float]) -> None:  # fmt: skip
+        """Sparse flags (only where it happened) and one event the first time."""
+        flags = {"train/loss": "nonfinite_loss", "grad_norm": "nonfinite_gradients"}
+        for i in range(len(values)):
+            code = flags.get(keys[i])
+            if code is None or math.isfinite(values[i]):
+                continue
+            steps.append(steps[i])
+            ts.append(ts[i])
+            keys.append(f"flag/{code}")
+            values.append(1.0)
+            if code not in self.seen_nonfinite:
+                self.seen_nonfinite.add(code)
+                what = "loss" if code == "nonfinite_loss" else "gradient norm"
+                self.event(steps[i], ts[i], "alert", code, "critical",
+                           f"the {what} became {values[i]} at step {steps[i]}",
+                           {"key": keys[i], "value": str(values[i])})  # fmt: skip
+
+    def _layers(self, run_id: str, sampled: list[tuple[int, float, list[tuple[Any, ...]]]]) -> pa.Table:
+        meta = []
+        raw: list[Any] = []
+        for step, _ts, rows in sampled:
+            for layer, module_type, count, training, stats in rows:
+                meta.append((step, layer, module_type, count, training))
+                raw.extend(stats)
+        values = to_floats(raw)
+        n = len(LAYER_STATS)
+        columns: dict[str, list[Any]] = {
+            "run_id": [run_id] * len(meta),
+            "step": [m[0] for m in meta],
+            "layer": [m[1] for m in meta],
+            "module_type": [m[2] for m in meta],
+            "param_count": [m[3] for m in meta],
+            "training": [m[4] for m in meta],
+        }
+        for j, stat in enumerate(LAYER_STATS):
+            columns[stat] = values[j::n]
+        return pa.table(columns, schema=LAYERS)
+
+    def _events(self, run_id: str, events: list[tuple[Any, ...]]) -> pa.Table:
+        rows = [
+            {"run_id": run_id, "step": step, "ts": ts, "kind": kind, "code": code,
+             "severity": severity, "message": message, "payload": json.dumps(payload, default=str)}
+            for step, ts, kind, code, severity, message, payload in events
+        ]  # fmt: skip
+        return pa.Table.from_pylist(rows, schema=EVENTS)

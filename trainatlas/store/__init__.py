@@ -1,0 +1,1 @@
+"""Run layout, Arrow schemas, atomic shards and the DuckDB catalog over them."""

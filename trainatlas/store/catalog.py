@@ -1,0 +1,157 @@
+"""The DuckDB catalog: views ``runs``, ``scalars``, ``layers`` and ``events`` over every run under a
+root, reading the Parquet shards in place.
+
+DuckDB fails a whole query on one bad file and has no option to skip it, so every shard is vetted
+here first (cheaply, and cached by path, size and mtime). A run whose shards are all sound is read
+through a glob of its table directory, so shards it writes after the catalog opened are seen; a
+run with a bad shard is read through the list of its good shards, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from trainatlas.store.layout import RUN_FILE, TABLES, iter_run_dirs, resolve_root
+from trainatlas.store.runinfo import effective_status, parse_iso, read_run_json
+from trainatlas.store.schema import SCHEMAS
+from trainatlas.store.shards import is_readable_shard, list_shards
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("project", pa.string()),
+        ("name", pa.string()),
+        ("status", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("ended_at", pa.timestamp("us", tz="UTC")),
+        ("heartbeat_at", pa.timestamp("us", tz="UTC")),
+        ("steps", pa.int64()),
+        ("config", pa.string()),
+        ("source", pa.string()),
+        ("path", pa.string()),
+    ]
+)
+_GLOB_CHARS = set("*?[]{}")
+_vetted: dict[Path, tuple[int, int, bool]] = {}
+_vetted_lock = threading.Lock()
+
+
+def _shard_ok(path: Path) -> bool:
+    """Vet a shard once per (size, mtime); warn once when it is unreadable."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    with _vetted_lock:
+        cached = _vetted.get(path)
+    if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
+        return cached[2]
+    ok = is_readable_shard(path)
+    with _vetted_lock:
+        _vetted[path] = (st.st_size, st.st_mtime_ns, ok)
+    if not ok:
+        warnings.warn(f"trainatlas: skipping unreadable shard {path}", stacklevel=3)
+    return ok
+
+
+def _table_sources(table_dir: Path) -> tuple[list[str], bool]:
+    """Paths or globs DuckDB should read for one run's table, and whether any file exists."""
+    shards = list_shards(table_dir)
+    good = [s for s in shards if _shard_ok(s.path)]
+    try:
+        on_disk = sum(1 for n in os.listdir(table_dir) if n.endswith(".parquet"))
+    except OSError:
+        on_disk = 0
+    clean = len(good) == on_disk and not (_GLOB_CHARS & set(str(table_dir)))
+    if clean:
+        return [str(table_dir / "*.parquet")], bool(good)
+    return [str(s.path) for s in good], bool(good)
+
+
+def _run_row(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "run_id": str(info["run_id"]),
+        "project": str(info.get("project", "default")),
+        "name": str(info.get("name") or info["run_id"]),
+        "status": effective_status(info),
+        "started_at": parse_iso(info.get("started_at")),
+        "ended_at": parse_iso(info.get("ended_at")),
+        "heartbeat_at": parse_iso(info.get("heartbeat_at")),
+        "steps": int(info.get("steps") or 0),
+        "config": json.dumps(info.get("config") or {}, default=str),
+        "source": str(info.get("source", "observer")),
+        "path": str(run_dir.resolve()),
+    }
+
+
+def _columns(table: str) -> str:
+    names = [f.name for f in SCHEMAS[table] if f.name != "run_id"]
+    return ", ".join(["run AS run_id", *(f'"{n}"' for n in names)])
+
+
+class Catalog:
+    """A DuckDB connection with trainatlas views over a root; ``refresh()`` picks up new runs."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
+        self.root = resolve_root(root)
+        self.con = con if con is not None else duckdb.connect()
+        self.runs: list[dict[str, Any]] = []
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Rescan the root: new runs, new statuses, newly corrupt or compacted shards."""
+        rows: list[dict[str, Any]] = []
+        sources: dict[str, list[str]] = {t: [] for t in TABLES}
+        has_files = dict.fromkeys(TABLES, False)
+        for run_dir in iter_run_dirs(self.root):
+            try:
+                info = read_run_json(run_dir / RUN_FILE)
+            except ValueError as exc:
+                warnings.warn(f"trainatlas: skipping run: {exc}", stacklevel=2)
+                continue
+            rows.append(_run_row(run_dir, info))
+            for table in TABLES:
+                paths, any_file = _table_sources(run_dir / table)
+                sources[table].extend(paths)
+                has_files[table] |= any_file
+        self.runs = rows
+        self.con.register("_trainatlas_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
+        self.con.execute(
+            "CREATE OR REPLACE VIEW runs AS SELECT * REPLACE (config::JSON AS config) "
+            "FROM _trainatlas_runs"
+        )
+        for table in TABLES:
+            select = self._select(table, sources[table], has_files[table])
+            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {select}")
+
+    def _select(self, table: str, sources: list[str], has_files: bool) -> str:
+        if not has_files:
+            empty = f"_trainatlas_empty_{table}"
+            self.con.register(empty, SCHEMAS[table].empty_table())
+            return f"SELECT * FROM {empty}"
+        listing = "[" + ", ".join(_sql_str(s) for s in sources) + "]"
+        return (
+            f"SELECT {_columns(table)} FROM read_parquet({listing}, hive_partitioning=true, "
+            "hive_types={'project': VARCHAR, 'run': VARCHAR}, union_by_name=true, allow_empty=true)"
+        )
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def open_catalog(root: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views ``runs``, ``scalars``, ``layers``, ``events`` over ``root``."""
+    return Catalog(root).con

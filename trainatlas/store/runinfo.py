@@ -1,0 +1,78 @@
+"""``run.json``: what a run is (id, name, config, environment, model) and whether it is alive.
+
+A run that says ``running`` but whose process is gone on this host, or whose heartbeat is old
+when it ran elsewhere, is reported as ``crashed``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+STATUSES = ("running", "completed", "failed", "crashed")
+HEARTBEAT_STALE_S = 120.0
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    """Read a run.json; raises ``ValueError`` naming the file when it is not a JSON object."""
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable run.json ({exc})") from exc
+    if not isinstance(info, dict) or "run_id" not in info:
+        raise ValueError(f"{path}: run.json has no run_id")
+    return info
+
+
+def write_run_json(path: Path, info: dict[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(json.dumps(info, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def process_identity() -> dict[str, Any]:
+    """Enough to tell later, from another process, whether this one is still alive."""
+    me = psutil.Process()
+    return {"host": socket.gethostname(), "pid": me.pid, "pid_created": me.create_time()}
+
+
+def _process_alive(pid: int, created: float | None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return created is None or abs(proc.create_time() - created) < 1.0
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+def effective_status(info: dict[str, Any], now: datetime | None = None) -> str:
+    """The status a reader should show: ``running`` only while the writer is really alive."""
+    status = info.get("status", "running")
+    if status != "running":
+        return status if status in STATUSES else "failed"
+    if info.get("host") == socket.gethostname() and info.get("pid"):
+        return "running" if _process_alive(info["pid"], info.get("pid_created")) else "crashed"
+    beat = parse_iso(info.get("heartbeat_at")) or parse_iso(info.get("started_at"))
+    now = now or datetime.now(timezone.utc)
+    if beat is None or (now - beat).total_seconds() > HEARTBEAT_STALE_S:
+        return "crashed"
+    return "running"
