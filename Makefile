@@ -1,0 +1,37 @@
+# `make demo` and `make test` work on a fresh clone: they create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[torch,carbon,demo,dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m trainatlas demo
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+# Benchmarks compare against TensorBoard, MLflow, W&B and tbparse: a separate venv keeps their
+# dependencies out of the test environment. Not part of `make test`.
+.venv-bench/.installed: pyproject.toml
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q --upgrade pip
+	.venv-bench/bin/python -m pip install -q $(TORCH)
+	.venv-bench/bin/python -m pip install -q -e '.[torch,carbon,bench]'
+	touch $@
+
+bench: .venv-bench/.installed
+	.venv-bench/bin/python benchmarks/observer_overhead.py
+	.venv-bench/bin/python benchmarks/query_scale.py
+
+clean:
+	rm -rf $(VENV) .venv-bench trainatlas-runs .pytest_cache

@@ -1,0 +1,3 @@
+from trainatlas.cli import main
+
+raise SystemExit(main())
