@@ -61,9 +61,7 @@ class LayerSampler:
 
     def __init__(self, model: nn.Module) -> None:
         self.layers = _tracked_modules(model)
-        self.params = {
-            name: [p for p in m.parameters(recurse=False)] for name, m in self.layers
-        }
+        self.params = {name: [p for p in m.parameters(recurse=False)] for name, m in self.layers}
         total = sum(p.numel() * p.element_size() for ps in self.params.values() for p in ps)
         self.snapshot_updates = total <= SNAPSHOT_LIMIT_BYTES
         self._handles: list[Any] = []

@@ -173,9 +173,7 @@ class Observer:
                 loss = loss.detach()
             grad_norm = self._grad_norm(s, now) if self._params else None
             lrs = tuple(g["lr"] for g in self._optimizer.param_groups) if self._optimizer else ()
-            self._rec.steps.append(
-                (s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
-            )
+            self._rec.steps.append((s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
             sampler = self._sampler
             if sampler is not None:
                 if sampler.armed:

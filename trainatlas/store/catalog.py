@@ -105,7 +105,7 @@ class Catalog:
         root: str | os.PathLike[str] | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
-        self.root = resolve_root(root)
+        self.root = resolve_root(root).resolve()
         self.con = con if con is not None else duckdb.connect()
         self.runs: list[dict[str, Any]] = []
         self.refresh()
@@ -129,8 +129,7 @@ class Catalog:
         self.runs = rows
         self.con.register("_trainatlas_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
         self.con.execute(
-            "CREATE OR REPLACE VIEW runs AS SELECT * REPLACE (config::JSON AS config) "
-            "FROM _trainatlas_runs"
+            "CREATE OR REPLACE VIEW runs AS SELECT * REPLACE (config::JSON AS config) FROM _trainatlas_runs"
         )
         for table in TABLES:
             select = self._select(table, sources[table], has_files[table])
@@ -146,6 +145,29 @@ class Catalog:
             f"SELECT {_columns(table)} FROM read_parquet({listing}, hive_partitioning=true, "
             "hive_types={'project': VARCHAR, 'run': VARCHAR}, union_by_name=true, allow_empty=true)"
         )
+
+    def resolve(self, ref: str) -> dict[str, Any]:
+        """The run a user means by ``ref``: a run id, a unique run name, or a run directory."""
+        by_id = [r for r in self.runs if r["run_id"] == ref]
+        if by_id:
+            return by_id[0]
+        path = Path(ref).expanduser()
+        if (path / RUN_FILE).is_file():
+            resolved = str(path.resolve())
+            by_path = [r for r in self.runs if r["path"] == resolved]
+            if by_path:
+                return by_path[0]
+            raise LookupError(f"{ref} is a run directory outside the root {self.root}; pass --root")
+        by_name = [r for r in self.runs if r["name"] == ref]
+        if len(by_name) == 1:
+            return by_name[0]
+        if by_name:
+            ids = ", ".join(r["run_id"] for r in by_name)
+            raise LookupError(f"{len(by_name)} runs are named {ref!r} ({ids}): give a run id")
+        prefix = [r for r in self.runs if r["run_id"].startswith(ref)]
+        if len(prefix) == 1:
+            return prefix[0]
+        raise LookupError(f"no run {ref!r} under {self.root} (try `trainatlas runs`)")
 
 
 def _sql_str(text: str) -> str:

@@ -56,11 +56,7 @@ def list_shards(table_dir: Path) -> list[Shard]:
             shards.append(Shard(first, int(m.group(2) or first), table_dir / name))
     shards.sort()
     ranges = [(s.first, s.last) for s in shards if s.last > s.first]
-    return [
-        s
-        for s in shards
-        if s.last > s.first or not any(a <= s.first <= b for a, b in ranges)
-    ]
+    return [s for s in shards if s.last > s.first or not any(a <= s.first <= b for a, b in ranges)]
 
 
 def next_index(table_dir: Path) -> int:

@@ -1,0 +1,272 @@
+"""The ``trainatlas`` command: the same answers as the MCP tools, in a terminal or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from trainatlas import __version__
+from trainatlas.store.catalog import Catalog
+
+# Piped output gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="runs directory (default: $TRAINATLAS_ROOT or ./trainatlas-runs)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trainatlas", description="Record, query and diagnose PyTorch training runs."
+    )
+    parser.add_argument("--version", action="version", version=f"trainatlas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("runs", help="list the runs under the root, newest first")
+    _add_common(p)
+    p.add_argument("--project", help="only this project")
+    p.add_argument("--status", choices=["running", "completed", "failed", "crashed"])
+
+    p = sub.add_parser("show", help="one run: status, config, metrics, layers, events")
+    _add_common(p)
+    p.add_argument("run", help="run id, unique run name, or run directory")
+
+    p = sub.add_parser("sql", help="run one read-only SELECT over runs, scalars, layers, events")
+    _add_common(p)
+    p.add_argument("query", help='e.g. "SELECT key, count(*) FROM scalars GROUP BY key"')
+    p.add_argument("--max-rows", type=int, default=1000)
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is stopped")
+
+    p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
+    _add_common(p)
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LookupError as exc:  # an unknown run
+        return _fail(args, str(exc))
+    except ValueError as exc:  # bad input: a rejected query, a malformed file
+        return _fail(args, str(exc))
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": message}))
+    else:
+        Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    return 2
+
+
+def _emit(args: argparse.Namespace, payload: Any, render: Any) -> int:
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+    else:
+        render()
+    return 0
+
+
+# -- runs --------------------------------------------------------------------------------------------
+
+
+def list_runs(
+    catalog: Catalog, project: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Runs newest first with their step count and last training loss."""
+    last_loss = dict(
+        catalog.con.execute(
+            "SELECT run_id, arg_max(value, step) FROM scalars WHERE key = 'train/loss' GROUP BY run_id"
+        ).fetchall()
+    )
+    now = datetime.now(timezone.utc)
+    rows = []
+    for run in sorted(catalog.runs, key=lambda r: r["started_at"] or now, reverse=True):
+        if (project and run["project"] != project) or (status and run["status"] != status):
+            continue
+        seen = run["ended_at"] or run["heartbeat_at"] or run["started_at"]
+        rows.append(
+            {
+                "project": run["project"],
+                "name": run["name"],
+                "run_id": run["run_id"],
+                "status": run["status"],
+                "steps": run["steps"],
+                "last_loss": last_loss.get(run["run_id"]),
+                "age_s": round((now - seen).total_seconds(), 1) if seen else None,
+                "started_at": run["started_at"],
+                "path": run["path"],
+            }
+        )
+    return rows
+
+
+STATUS_STYLE = {"running": "cyan", "completed": "green", "failed": "red", "crashed": "magenta"}
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def render_runs(rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"{len(rows)} runs", title_justify="left")
+    for col in ("project", "name", "id", "status", "steps", "last loss", "age"):
+        table.add_column(col, justify="right" if col in ("steps", "last loss") else "left",
+                         no_wrap=col == "id")  # fmt: skip
+    for r in rows:
+        style = STATUS_STYLE.get(r["status"], "")
+        table.add_row(
+            r["project"], r["name"], r["run_id"], f"[{style}]{r['status']}[/{style}]",
+            str(r["steps"]), _num(r["last_loss"]), _age(r["age_s"]),
+        )  # fmt: skip
+    console.print(table)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    rows = list_runs(Catalog(args.root), args.project, args.status)
+    return _emit(args, rows, lambda: render_runs(rows))
+
+
+# -- show --------------------------------------------------------------------------------------------
+
+
+def run_details(catalog: Catalog, ref: str) -> dict[str, Any]:
+    """Everything a person looks at first about one run."""
+    from trainatlas.store.layout import RUN_FILE
+    from trainatlas.store.runinfo import read_run_json
+
+    run = catalog.resolve(ref)
+    info = read_run_json(__import__("pathlib").Path(run["path"]) / RUN_FILE)
+    con = catalog.con
+    metrics = con.execute(
+        """SELECT key, count(*) AS n, min(step) AS first_step, max(step) AS last_step,
+                  arg_max(value, step) AS last, min(value) AS min, max(value) AS max
+           FROM scalars WHERE run_id = ? GROUP BY key ORDER BY key""",
+        [run["run_id"]],
+    ).fetchall()
+    layer_count, sampled_steps = con.execute(
+        "SELECT count(DISTINCT layer), count(DISTINCT step) FROM layers WHERE run_id = ?",
+        [run["run_id"]],
+    ).fetchone()
+    events = con.execute(
+        "SELECT step, kind, code, severity, message FROM events WHERE run_id = ? ORDER BY ts DESC LIMIT 20",
+        [run["run_id"]],
+    ).fetchall()
+    names = ("key", "n", "first_step", "last_step", "last", "min", "max")
+    return {
+        "run": {k: run[k] for k in ("run_id", "name", "project", "status", "steps", "path")},
+        "started_at": run["started_at"],
+        "ended_at": run["ended_at"],
+        "config": info.get("config", {}),
+        "environment": info.get("environment", {}),
+        "model": {k: v for k, v in (info.get("model") or {}).items() if k != "modules"},
+        "optimizer": info.get("optimizer"),
+        "total_steps": info.get("total_steps"),
+        "metrics": [dict(zip(names, m, strict=True)) for m in metrics],
+        "layers": {"layers": layer_count, "sampled_steps": sampled_steps},
+        "events": [
+            dict(zip(("step", "kind", "code", "severity", "message"), e, strict=True)) for e in events
+        ],
+        "traceback": info.get("traceback"),
+        "channels_off": info.get("channels_off") or {},
+    }
+
+
+def render_details(d: dict[str, Any]) -> None:
+    run = d["run"]
+    style = STATUS_STYLE.get(run["status"], "")
+    console.print(
+        f"[bold]{run['name']}[/bold] ({run['run_id']}, project {run['project']}): "
+        f"[{style}]{run['status']}[/{style}], {run['steps']} steps\n{run['path']}",
+        highlight=False,
+    )
+    model, opt = d["model"], d["optimizer"]
+    if model:
+        console.print(f"model {model.get('type')}: {model.get('params', 0):,} parameters")
+    if opt:
+        lrs = ", ".join(str(g.get("lr")) for g in opt.get("param_groups", []))
+        console.print(f"optimizer {opt.get('type')}: lr {lrs}")
+    if d["config"]:
+        console.print("config " + json.dumps(d["config"], default=str), highlight=False)
+    table = Table(title="metrics", title_justify="left")
+    for col in ("key", "n", "steps", "last", "min", "max"):
+        table.add_column(col, justify="left" if col in ("key", "steps") else "right")
+    for m in d["metrics"]:
+        table.add_row(m["key"], str(m["n"]), f"{m['first_step']}-{m['last_step']}",
+                      _num(m["last"]), _num(m["min"]), _num(m["max"]))  # fmt: skip
+    console.print(table)
+    lay = d["layers"]
+    console.print(f"layer stats: {lay['layers']} layers at {lay['sampled_steps']} sampled steps")
+    for e in d["events"]:
+        console.print(escape(f"  step {e['step']}: [{e['severity']}] {e['message']}"), highlight=False)
+    for channel, err in d["channels_off"].items():
+        console.print(f"[yellow]channel {channel} was switched off: {escape(err)}[/yellow]", highlight=False)
+    if d["traceback"]:
+        console.print("[red]traceback:[/red]\n" + escape(d["traceback"]), highlight=False)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    details = run_details(Catalog(args.root), args.run)
+    return _emit(args, details, lambda: render_details(details))
+
+
+# -- sql ---------------------------------------------------------------------------------------------
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from trainatlas.store.sandbox import open_sandbox, run_select
+
+    result = run_select(open_sandbox(args.root).con, args.query, args.timeout, args.max_rows)
+    payload = {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
+
+    def render() -> None:
+        table = Table(title_justify="left")
+        for col in result.columns:
+            table.add_column(col)
+        for row in result.rows:
+            table.add_row(
+                *("NULL" if v is None else _num(v) if isinstance(v, float) else str(v) for v in row)
+            )
+        console.print(table)
+        if result.truncated:
+            console.print(f"[yellow]only the first {args.max_rows} rows are shown[/yellow]")
+
+    return _emit(args, payload, render)
+
+
+# -- demo --------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from trainatlas.demo import run_demo
+    except ImportError as exc:
+        return _fail(args, f"the demo needs torch and scikit-learn ({exc}); run `make demo`")
+    return run_demo(args.root, args.steps, as_json=args.json)
+
+
+COMMANDS = {"runs": cmd_runs, "show": cmd_show, "sql": cmd_sql, "demo": cmd_demo}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
