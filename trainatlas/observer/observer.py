@@ -216,7 +216,9 @@ class Observer:
             self._flush()
             for table in TABLES:
                 self._channels.run("writer", compact, self.dir / table)
-            self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso())
+            self._info.update(
+                status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step
+            )
             if error:
                 self._info["traceback"] = error
             self._write_info()
@@ -313,7 +315,7 @@ class Observer:
                 self._next_shard[table] += 1
                 if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
                     compact(table_dir, ROLLING_COMPACT_AT)
-            self._info.update(heartbeat_at=utcnow_iso(), steps=self.global_step)
+            self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
             self._info["channels_off"] = self._channels.failures
             self._write_info()
         except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training

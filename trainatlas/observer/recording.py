@@ -45,6 +45,7 @@ class Recording:
         self.layers: list[tuple[int, float, list[tuple[Any, ...]]]] = []
         self.events: list[tuple[Any, ...]] = []
         self.seen_nonfinite: set[str] = set()
+        self.last_step = 0  # the newest step handed to the writer
 
     def clear(self) -> None:
         for items in (self.steps, self.logged, self.layers, self.events):
@@ -77,6 +78,8 @@ class Recording:
                 col_key.append(key)
                 raw.append(value)
 
+        if steps:
+            self.last_step = max(self.last_step, steps[-1][0])
         for step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch in steps:
             for key, value in zip(STEP_KEYS, (loss, grad_norm, step_s, data_s, batch_size), strict=False):
                 add(step, ts, key, value)

@@ -127,7 +127,7 @@ class Catalog:
                 sources[table].extend(paths)
                 has_files[table] |= any_file
         self.runs = rows
-        self.con.register("_trainatlas_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
+        self._store("_trainatlas_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
         self.con.execute(
             "CREATE OR REPLACE VIEW runs AS SELECT * REPLACE (config::JSON AS config) FROM _trainatlas_runs"
         )
@@ -138,13 +138,22 @@ class Catalog:
     def _select(self, table: str, sources: list[str], has_files: bool) -> str:
         if not has_files:
             empty = f"_trainatlas_empty_{table}"
-            self.con.register(empty, SCHEMAS[table].empty_table())
+            self._store(empty, SCHEMAS[table].empty_table())
             return f"SELECT * FROM {empty}"
         listing = "[" + ", ".join(_sql_str(s) for s in sources) + "]"
         return (
             f"SELECT {_columns(table)} FROM read_parquet({listing}, hive_partitioning=true, "
             "hive_types={'project': VARCHAR, 'run': VARCHAR}, union_by_name=true, allow_empty=true)"
         )
+
+    def _store(self, name: str, table: pa.Table) -> None:
+        """Copy an Arrow table into DuckDB (a registered Python object would not survive the
+        sandbox's ban on external access)."""
+        self.con.register("_trainatlas_incoming", table)
+        try:
+            self.con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _trainatlas_incoming")
+        finally:
+            self.con.unregister("_trainatlas_incoming")
 
     def resolve(self, ref: str) -> dict[str, Any]:
         """The run a user means by ``ref``: a run id, a unique run name, or a run directory."""
