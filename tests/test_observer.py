@@ -329,3 +329,18 @@ def test_root_defaults_to_the_environment_variable(tmp_path, monkeypatch):
         obs.step(loss=1.0)
     assert obs.dir.parent.parent == tmp_path / "from-env"
     assert trainatlas.open_catalog().execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_long_runs_compact_while_running(root, monkeypatch):
+    from trainatlas.observer import observer as observer_module
+
+    monkeypatch.setattr(observer_module, "ROLLING_COMPACT_AT", 4)
+    counts = []
+    with observer(root, flush_every_s=0.01) as obs:
+
+        def count_shards(step: int) -> None:
+            time.sleep(0.003)
+            counts.append(len(list((obs.dir / "scalars").glob("*.parquet"))))
+
+        train(obs, steps=150, before_step=count_shards)
+    assert 2 <= max(counts) <= 4 and len(scalar_series(root, obs.run_id, "train/loss")) == 150
