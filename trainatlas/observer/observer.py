@@ -138,11 +138,12 @@ class Observer:
             self._model, self._optimizer = model, optimizer
             self._params = [p for p in model.parameters() if p.requires_grad]
             self._hooks.append(model.register_forward_pre_hook(self._on_forward))
-            self._info["model"] = model_summary(model)
-            if optimizer is not None:
-                self._info["optimizer"] = optimizer_summary(optimizer)
-            if total_steps:
-                self._info["total_steps"] = int(total_steps)
+            with self._lock:
+                self._info["model"] = model_summary(model)
+                if optimizer is not None:
+                    self._info["optimizer"] = optimizer_summary(optimizer)
+                if total_steps:
+                    self._info["total_steps"] = int(total_steps)
             if self.sample_every:
                 self._sampler = LayerSampler(model)
                 self._sampler.arm()  # the first step is always sampled

@@ -91,7 +91,11 @@ class Recording:
         for step, ts, values in logged:
             for key, value in values.items():
                 add(step, ts, str(key), value)
-        values = to_floats(raw)
+        converted = to_floats(raw)
+        keep = [i for i, v in enumerate(converted) if v is not None]  # strings and the like are dropped
+        if len(keep) < len(converted):
+            col_step, col_ts, col_key = ([c[i] for i in keep] for c in (col_step, col_ts, col_key))
+        values: list[float] = [converted[i] for i in keep]  # type: ignore[misc]
         self._flag_nonfinite(col_step, col_ts, col_key, values)
         return pa.table(
             {"run_id": [run_id] * len(values), "step": col_step, "ts": col_ts,
@@ -125,7 +129,7 @@ class Recording:
             for layer, module_type, count, training, stats in rows:
                 meta.append((step, layer, module_type, count, training))
                 raw.extend(stats)
-        values = to_floats(raw)
+        values = [math.nan if v is None else v for v in to_floats(raw)]
         n = len(LAYER_STATS)
         columns: dict[str, list[Any]] = {
             "run_id": [run_id] * len(meta),

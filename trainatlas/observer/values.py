@@ -4,7 +4,6 @@ training thread: one host transfer per device per flush instead of one ``.item()
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 
@@ -12,9 +11,9 @@ def is_tensor(value: Any) -> bool:
     return hasattr(value, "detach") and hasattr(value, "device")
 
 
-def to_floats(values: list[Any]) -> list[float]:
-    """Floats for a list of numbers and tensors; anything unconvertible becomes NaN."""
-    out = [math.nan] * len(values)
+def to_floats(values: list[Any]) -> list[float | None]:
+    """Floats for a list of numbers and tensors; ``None`` for what is not a number."""
+    out: list[float | None] = [None] * len(values)
     by_device: dict[Any, list[int]] = {}
     for i, v in enumerate(values):
         if v is None:
