@@ -57,9 +57,7 @@ def train(
         if before_step:
             before_step(step)
         i = step % (len(x) // batch)
-        loss = nn.functional.cross_entropy(
-            model(x[i * batch : (i + 1) * batch]), y[i * batch : (i + 1) * batch]
-        )
+        loss = nn.functional.cross_entropy(model(x[i * batch : (i + 1) * batch]), y[i * batch : (i + 1) * batch])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -352,8 +352,6 @@ def test_values_that_are_not_numbers_are_dropped_not_stored_as_nan(root):
         obs.step(loss=1.0)
         obs.log({"val/acc": 0.5, "note": "not a number", "val/loss": float("nan")})
     con = trainatlas.open_catalog(root)
-    rows = con.execute(
-        "SELECT key, value FROM scalars WHERE key IN ('val/acc', 'note', 'val/loss')"
-    ).fetchall()
+    rows = con.execute("SELECT key, value FROM scalars WHERE key IN ('val/acc', 'note', 'val/loss')").fetchall()
     assert sorted(rows, key=str)[0] == ("val/acc", 0.5) and len(rows) == 2
     assert math.isnan(dict(rows)["val/loss"])  # a real NaN is data, and kept

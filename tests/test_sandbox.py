@@ -19,9 +19,7 @@ def sandbox(root):
 
 
 def test_select_works_and_is_capped(sandbox):
-    result = run_select(
-        sandbox.con, "SELECT step FROM scalars WHERE key = 'train/loss' ORDER BY step", max_rows=3
-    )
+    result = run_select(sandbox.con, "SELECT step FROM scalars WHERE key = 'train/loss' ORDER BY step", max_rows=3)
     assert result.columns == ["step"] and result.rows == [(1,), (2,), (3,)] and result.truncated
 
 

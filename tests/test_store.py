@@ -91,9 +91,7 @@ def test_query_on_one_run_opens_only_that_runs_files(root):
             train(obs, steps=5)
         ids.append(obs.run_id)
     con = trainatlas.open_catalog(root)
-    plan = con.execute(
-        "EXPLAIN ANALYZE SELECT sum(value) FROM scalars WHERE run_id = ?", [ids[1]]
-    ).fetchall()[0][1]
+    plan = con.execute("EXPLAIN ANALYZE SELECT sum(value) FROM scalars WHERE run_id = ?", [ids[1]]).fetchall()[0][1]
     assert "Scanning Files: 1/3" in plan
 
 

@@ -25,9 +25,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="trainatlas", description="Record, query and diagnose PyTorch training runs."
-    )
+    parser = argparse.ArgumentParser(prog="trainatlas", description="Record, query and diagnose PyTorch training runs.")
     parser.add_argument("--version", action="version", version=f"trainatlas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -81,9 +79,7 @@ def _emit(args: argparse.Namespace, payload: Any, render: Any) -> int:
 # -- runs --------------------------------------------------------------------------------------------
 
 
-def list_runs(
-    catalog: Catalog, project: str | None = None, status: str | None = None
-) -> list[dict[str, Any]]:
+def list_runs(catalog: Catalog, project: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
     """Runs newest first with their step count and last training loss."""
     last_loss = dict(
         catalog.con.execute(
@@ -184,9 +180,7 @@ def run_details(catalog: Catalog, ref: str) -> dict[str, Any]:
         "total_steps": info.get("total_steps"),
         "metrics": [dict(zip(names, m, strict=True)) for m in metrics],
         "layers": {"layers": layer_count, "sampled_steps": sampled_steps},
-        "events": [
-            dict(zip(("step", "kind", "code", "severity", "message"), e, strict=True)) for e in events
-        ],
+        "events": [dict(zip(("step", "kind", "code", "severity", "message"), e, strict=True)) for e in events],
         "traceback": info.get("traceback"),
         "channels_off": info.get("channels_off") or {},
     }
@@ -244,9 +238,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
         for col in result.columns:
             table.add_column(col)
         for row in result.rows:
-            table.add_row(
-                *("NULL" if v is None else _num(v) if isinstance(v, float) else str(v) for v in row)
-            )
+            table.add_row(*("NULL" if v is None else _num(v) if isinstance(v, float) else str(v) for v in row))
         console.print(table)
         if result.truncated:
             console.print(f"[yellow]only the first {args.max_rows} rows are shown[/yellow]")

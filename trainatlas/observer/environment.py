@@ -46,27 +46,36 @@ def git_commit(cwd: str | None = None) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def model_summary(model: Any) -> dict[str, Any]:
-    """The module tree with parameter counts (the first ``MAX_MODULES`` modules)."""
+def model_summary(model: Any, optimizer: Any = None) -> dict[str, Any]:
+    """The module tree with parameter counts (the first ``MAX_MODULES`` modules): for each module
+    its own parameters, how many of them are trainable and how many the optimizer updates."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    in_optimizer = None
+    if optimizer is not None:
+        in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
     modules = []
     for name, module in model.named_modules():
         if len(modules) >= MAX_MODULES:
             break
-        own = sum(p.numel() for p in module.parameters(recurse=False))
-        modules.append(
-            {
-                "name": name or "(root)",
-                "type": type(module).__name__,
-                "params": sum(p.numel() for p in module.parameters()),
-                "own_params": own,
-            }
-        )
+        own = list(module.parameters(recurse=False))
+        entry = {
+            "name": name or "(root)",
+            "type": type(module).__name__,
+            "params": sum(p.numel() for p in module.parameters()),
+            "own_params": sum(p.numel() for p in own),
+            "own_trainable": sum(p.numel() for p in own if p.requires_grad),
+        }
+        if in_optimizer is not None:
+            entry["own_in_optimizer"] = sum(p.numel() for p in own if id(p) in in_optimizer)
+        modules.append(entry)
     return {
         "type": type(model).__name__,
         "params": total,
         "trainable_params": trainable,
+        "optimized_params": None
+        if in_optimizer is None
+        else sum(p.numel() for p in model.parameters() if id(p) in in_optimizer),
         "modules": modules,
         "modules_truncated": len(modules) >= MAX_MODULES,
     }

@@ -35,7 +35,7 @@ def _tracked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return picked
 
 
-def _activation_stats(module_type: str, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _activation_stats(module_type: str, y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     y = y.detach().float()
     zero = y == 0
     if y.ndim >= 2:
@@ -44,14 +44,14 @@ def _activation_stats(module_type: str, y: torch.Tensor) -> tuple[torch.Tensor, 
         dead = zero.permute(unit_dim, *others).reshape(y.shape[unit_dim], -1).all(dim=1)
         dead_frac = dead.float().mean()
     else:
-        dead_frac = torch.full((), float("nan"), device=y.device)
+        dead_frac = None
     kind = _SATURATING.get(module_type)
     if kind == "tanh":
         sat = (y.abs() > 0.99).float().mean()
     elif kind == "sigmoid":
         sat = ((y < 0.01) | (y > 0.99)).float().mean()
     else:
-        sat = torch.full((), float("nan"), device=y.device)
+        sat = None  # only saturating activations are measured
     std = y.std() if y.numel() > 1 else torch.zeros((), device=y.device)
     return y.mean(), std, zero.float().mean(), dead_frac, sat
 
@@ -102,23 +102,21 @@ class LayerSampler:
         Values stay tensors; they are turned into floats off the training thread."""
         self.disarm()
         rows = []
-        nan = float("nan")
+        missing = None  # not measured: stored as NULL
         with torch.no_grad():
             for name, module in self.layers:
                 ps = self.params[name]
                 grads = [p.grad for p in ps if p.grad is not None]
-                grad_norm = _norm(grads) if grads else nan
-                weight_norm = _norm([p.detach() for p in ps]) if ps else nan
-                update = nan
+                grad_norm = _norm(grads) if grads else missing
+                weight_norm = _norm([p.detach() for p in ps]) if ps else missing
+                update = missing
                 before = self._before.get(name)
                 if before and ps:
                     diffs = [p.detach() - b for p, b in zip(ps, before, strict=False)]
                     update = _norm(diffs) / (_norm(before) + 1e-12)
-                training, acts = self._acts.get(name, (module.training, (nan,) * 5))
+                training, acts = self._acts.get(name, (module.training, (missing,) * 5))
                 count = sum(p.numel() for p in ps)
-                rows.append(
-                    (name, type(module).__name__, count, training, [grad_norm, weight_norm, update, *acts])
-                )
+                rows.append((name, type(module).__name__, count, training, [grad_norm, weight_norm, update, *acts]))
         self._before = {}
         self._acts = {}
         return rows

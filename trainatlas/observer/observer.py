@@ -139,7 +139,7 @@ class Observer:
             self._params = [p for p in model.parameters() if p.requires_grad]
             self._hooks.append(model.register_forward_pre_hook(self._on_forward))
             with self._lock:
-                self._info["model"] = model_summary(model)
+                self._info["model"] = model_summary(model, optimizer)
                 if optimizer is not None:
                     self._info["optimizer"] = optimizer_summary(optimizer)
                 if total_steps:
@@ -190,9 +190,7 @@ class Observer:
         if not self.recording or "log" not in self._channels:
             return
         try:
-            self._rec.logged.append(
-                (self.global_step if step is None else int(step), time.time(), dict(values))
-            )
+            self._rec.logged.append((self.global_step if step is None else int(step), time.time(), dict(values)))
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("log", exc)
 
@@ -217,9 +215,7 @@ class Observer:
             self._flush()
             for table in TABLES:
                 self._channels.run("writer", compact, self.dir / table)
-            self._info.update(
-                status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step
-            )
+            self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step)
             if error:
                 self._info["traceback"] = error
             self._write_info()

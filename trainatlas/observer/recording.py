@@ -126,10 +126,10 @@ class Recording:
         meta = []
         raw: list[Any] = []
         for step, _ts, rows in sampled:
-            for layer, module_type, count, training, stats in rows:
-                meta.append((step, layer, module_type, count, training))
+            for position, (layer, module_type, count, training, stats) in enumerate(rows):
+                meta.append((step, layer, module_type, count, training, position))
                 raw.extend(stats)
-        values = [math.nan if v is None else v for v in to_floats(raw)]
+        values = to_floats(raw)  # None stays None: NULL = not measured
         n = len(LAYER_STATS)
         columns: dict[str, list[Any]] = {
             "run_id": [run_id] * len(meta),
@@ -138,6 +138,7 @@ class Recording:
             "module_type": [m[2] for m in meta],
             "param_count": [m[3] for m in meta],
             "training": [m[4] for m in meta],
+            "position": [m[5] for m in meta],
         }
         for j, stat in enumerate(LAYER_STATS):
             columns[stat] = values[j::n]

@@ -21,15 +21,15 @@ class SystemSampler:
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            self._nvml_handles = [
-                pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())
-            ]
+            self._nvml_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         except Exception:  # noqa: BLE001 - no NVIDIA driver, no NVML: nothing to sample
             self._nvml = None
 
     def sample(self) -> dict[str, float]:
+        memory = psutil.virtual_memory()
         values: dict[str, float] = {
             "mem/rss_bytes": float(self.process.memory_info().rss),
+            "mem/system_used_frac": 1.0 - memory.available / memory.total,
             "cpu/process_percent": float(self.process.cpu_percent(None)),
         }
         torch = sys.modules.get("torch")
@@ -37,6 +37,7 @@ class SystemSampler:
             values["mem/cuda_allocated_bytes"] = float(torch.cuda.memory_allocated())
             values["mem/cuda_reserved_bytes"] = float(torch.cuda.memory_reserved())
             values["mem/cuda_peak_bytes"] = float(torch.cuda.max_memory_allocated())
+            values["mem/cuda_total_bytes"] = float(torch.cuda.get_device_properties(0).total_memory)
         for i, handle in enumerate(self._nvml_handles):
             util = self._nvml.nvmlDeviceGetUtilizationRates(handle)
             values[f"gpu/{i}/util_percent"] = float(util.gpu)

@@ -30,9 +30,7 @@ class QueryResult:
     truncated: bool
 
 
-def open_sandbox(
-    root: str | os.PathLike[str] | None = None, threads: int = 2, memory_limit: str = "1GB"
-) -> Catalog:
+def open_sandbox(root: str | os.PathLike[str] | None = None, threads: int = 2, memory_limit: str = "1GB") -> Catalog:
     """A catalog whose connection can only read the root."""
     root_path = resolve_root(root).resolve()
     con = duckdb.connect(
@@ -53,9 +51,7 @@ def open_sandbox(
     return catalog
 
 
-def run_select(
-    con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float = 10.0, max_rows: int = 1000
-) -> QueryResult:
+def run_select(con: duckdb.DuckDBPyConnection, sql: str, timeout_s: float = 10.0, max_rows: int = 1000) -> QueryResult:
     """Run one SELECT with a row cap and a time limit."""
     try:
         statements = con.extract_statements(sql)

@@ -19,6 +19,7 @@ LAYERS = pa.schema(
         ("run_id", pa.string()),
         ("step", pa.int64()),
         ("layer", pa.string()),
+        ("position", pa.int32()),  # order of the layer in the model (first = 0)
         ("module_type", pa.string()),
         ("param_count", pa.int64()),
         ("training", pa.bool_()),

@@ -92,9 +92,7 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
     """Merge the run of small shards in ``table_dir`` into one when there are at least
     ``min_shards`` of them. Unreadable shards are left alone. Returns the new shard."""
     small = [
-        s
-        for s in list_shards(table_dir)
-        if s.path.stat().st_size < SMALL_SHARD_BYTES and is_readable_shard(s.path)
+        s for s in list_shards(table_dir) if s.path.stat().st_size < SMALL_SHARD_BYTES and is_readable_shard(s.path)
     ]
     if len(small) < min_shards:
         return None

@@ -1,0 +1,49 @@
+"""Data preparation shared by several checks (cached on the run)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainatlas.tools.diagnostics.base import fmt, need
+from trainatlas.tools.rundata import RunData, Series
+
+MIN_CURVE_POINTS = 20  # a loss curve shorter than this says nothing about trends
+
+
+def train_loss(data: RunData) -> Series:
+    """The training loss with every value (NaN included)."""
+    key = data.loss_key
+    need(key is not None, "no training loss recorded")
+    return data.series(key)
+
+
+def finite_prefix(series: Series) -> Series:
+    """The curve before it first went non-finite (what the loss did on the way there)."""
+    bad = ~np.isfinite(series.values)
+    if not bad.any():
+        return series
+    cut = int(np.argmax(bad))
+    return Series(series.steps[:cut], series.values[:cut])
+
+
+def loss_curve(data: RunData, min_points: int = MIN_CURVE_POINTS) -> Series:
+    curve = finite_prefix(train_loss(data))
+    need(len(curve) >= min_points, f"only {len(curve)} finite loss values (need {min_points})")
+    return curve
+
+
+def value_at(series: Series, step: int) -> float | None:
+    """The last value at or before ``step``."""
+    i = int(np.searchsorted(series.steps, step, side="right")) - 1
+    return float(series.values[i]) if i >= 0 else None
+
+
+def lr_text(data: RunData, step: int | None = None) -> tuple[float | None, str]:
+    """The learning rate of param group 0 (at ``step``, else the last) and how to name it."""
+    lr = data.series("lr")
+    if not len(lr):
+        return None, "the learning rate"
+    value = value_at(lr, step) if step is not None else float(lr.values[-1])
+    if value is None:
+        value = float(lr.values[0])
+    return value, f"the learning rate of param group 0 ({fmt(value)})"

@@ -1,0 +1,411 @@
+"""Checks on the loss curves: blow-ups, spikes, oscillation, plateaus, no or slow learning,
+overfitting. All work on loss-only runs (imported logs) too."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
+from trainatlas.tools.diagnostics.common import finite_prefix, loss_curve, lr_text, train_loss, value_at
+from trainatlas.tools.robust import buckets, find_spikes, median, rolling_median, spearman, window
+from trainatlas.tools.rundata import RunData, Series
+
+# loss_divergence: the tail gave back more than half of what was learned and sits at least twice
+# above the best level, while rising or above where it started; or any |loss| 1000x the start
+# (AUTOTRAINER flags loss >= 1e3).
+DIVERGE_GIVEBACK = 0.5
+DIVERGE_FACTOR = 2.0
+EXPLODE_FACTOR = 1e3
+# loss_spikes: a point 6 robust sigmas (in log space) and at least 2x above the local median.
+SPIKE_Z = 6.0
+SPIKE_RATIO = 2.0
+SPIKES_FOR_WARNING = 3
+# loss_oscillation: the smoothed curve flips direction at >= 55% of buckets with swings >= 10%.
+OSC_FLIP_RATE = 0.55
+OSC_SWING = 0.10
+# loss_plateau: < 1% relative improvement over the last 30% of the run (ReduceLROnPlateau uses a
+# 1e-4 relative threshold per epoch with patience 10).
+PLATEAU_WINDOW = 0.3
+PLATEAU_REL = 0.01
+# no_learning / slow_convergence: relative improvement first 10% -> last 10% of the run.
+NO_LEARNING_REL = 0.02
+SLOW_REL = 0.15
+# overfitting: validation loss >= 5% above its best, for >= 2 evaluations, while training improves.
+OVERFIT_RISE = 0.05
+OVERFIT_PATIENCE = 2
+# generalization_gap: validation loss above training loss by this ratio (and absolute margin).
+GAP_INFO = (1.5, 0.05)
+GAP_WARNING = (5.0, 0.5)
+
+
+def _level(curve: Series, start: float, end: float) -> float:
+    return median(window(curve, start, end).values)
+
+
+@check("nonfinite_loss", "loss")
+def nonfinite_loss(data: RunData) -> Issue | None:
+    """The loss became NaN or infinite. Any occurrence is critical (SageMaker ExplodingTensor)."""
+    loss = train_loss(data)
+    need(len(loss) > 0, "no loss values")
+    bad = ~np.isfinite(loss.values)
+    if not bad.any():
+        return None
+    first = int(loss.steps[np.argmax(bad)])
+    before = finite_prefix(loss)
+    last_good = float(before.values[-1]) if len(before) else None
+    lr, lr_name = lr_text(data, first)
+    lower = f" from {fmt(lr)} to {fmt(lr / 10)}" if lr else " tenfold"
+    return Issue(
+        code="nonfinite_loss",
+        severity="critical",
+        title="The loss became NaN/Inf",
+        message=(
+            f"The loss is non-finite at {int(bad.sum())} of {len(loss)} recorded steps, first at step {first}"
+            + (f" (last finite value {fmt(last_good)})" if last_good is not None else "")
+            + ". Everything trained after that point is lost."
+        ),
+        evidence={
+            "first_step": first,
+            "nonfinite_count": int(bad.sum()),
+            "recorded": len(loss),
+            "last_finite_value": last_good,
+            "lr_at_first": lr,
+        },  # fmt: skip
+        first_step=first,
+        fix_prompt=(
+            f"Lower {lr_name}{lower}, clip gradients with torch.nn.utils.clip_grad_norm_(model.parameters(), "
+            f"1.0) before optimizer.step(), check the loss for log(0) or division by zero, and with fp16 use "
+            f"a GradScaler or bf16; restart from the last checkpoint before step {first}."
+        ),
+    )
+
+
+@check("loss_divergence", "loss")
+def loss_divergence(data: RunData) -> Issue | None:
+    """The loss rises far above its best level, or explodes by orders of magnitude."""
+    curve = loss_curve(data, 8)
+    b = buckets(curve, 200)
+    n = len(b)
+    early = _level(b, 0.0, 0.1)
+    warm = max(1, int(0.05 * n))
+    smooth = rolling_median(b.values, 5)
+    best_i = warm + int(np.argmin(smooth[warm:])) if n > warm else int(np.argmin(smooth))
+    best = float(smooth[best_i])
+    tail = window(b, 0.8, 1.0)
+    tail_level = median(tail.values)
+    scale = max(abs(early), 1e-8)
+    peak_i = int(np.argmax(np.abs(curve.values)))
+    exploded = abs(float(curve.values[peak_i])) > EXPLODE_FACTOR * scale
+    learned = early - best
+    gave_back = (tail_level - best) / learned if learned > 0 else (np.inf if tail_level > best else 0.0)
+    rising = spearman(tail.steps, tail.values) > 0.3 or tail_level > early
+    diverged = gave_back > DIVERGE_GIVEBACK and tail_level > best + (DIVERGE_FACTOR - 1) * abs(best) and rising
+    if not (exploded or diverged):
+        return None
+    first = int(curve.steps[peak_i]) if exploded and not diverged else int(b.steps[best_i])
+    lr, lr_name = lr_text(data, first)
+    what = (
+        f"|loss| reached {fmt(float(curve.values[peak_i]))} at step {int(curve.steps[peak_i])}, "
+        f"{fmt(abs(float(curve.values[peak_i])) / scale)}x its early level {fmt(early)}"
+        if exploded
+        else f"the loss rose from its best {fmt(best)} (step {int(b.steps[best_i])}) to {fmt(tail_level)}"
+    )
+    return Issue(
+        code="loss_divergence",
+        severity="critical",
+        title="The loss is diverging",
+        message=f"Training is diverging: {what}. The optimizer is stepping too far.",
+        evidence={
+            "early_level": early,
+            "best_level": best,
+            "best_step": int(b.steps[best_i]),
+            "tail_level": tail_level,
+            "peak_abs_loss": abs(float(curve.values[peak_i])),
+            "peak_step": int(curve.steps[peak_i]),
+            "lr": lr,
+        },  # fmt: skip
+        first_step=first,
+        fix_prompt=(
+            f"Lower {lr_name}"
+            + (f" to about {fmt(lr / 10)}" if lr else " tenfold")
+            + ", add a learning-rate warm-up and gradient clipping (max_norm=1.0), and resume from the "
+            f"checkpoint nearest step {int(b.steps[best_i])}."
+        ),
+    )
+
+
+@check("loss_spikes", "loss")
+def loss_spikes(data: RunData) -> Issue | None:
+    """Isolated jumps far above the local level (6 robust sigmas in log space and >= 2x)."""
+    curve = loss_curve(data, 50)
+    starts, ratio, base = find_spikes(curve, SPIKE_Z, SPIKE_RATIO)
+    if not len(starts):
+        return None
+    worst = starts[np.argmax(ratio[starts])]
+    severity = "warning" if len(starts) >= SPIKES_FOR_WARNING or ratio[worst] >= 10 else "info"
+    steps = [int(curve.steps[i]) for i in starts[:20]]
+    return Issue(
+        code="loss_spikes",
+        severity=severity,
+        title=f"{len(starts)} loss spike(s)",
+        message=(
+            f"The loss spiked {len(starts)} time(s) above its local level; the worst, at step "
+            f"{int(curve.steps[worst])}, was {fmt(float(ratio[worst]))}x the local median "
+            f"({fmt(float(curve.values[worst]))} vs {fmt(float(base[worst]))})."
+        ),
+        evidence={
+            "spike_steps": steps,
+            "worst_step": int(curve.steps[worst]),
+            "worst_ratio": float(ratio[worst]),
+            "count": len(starts),
+        },  # fmt: skip
+        first_step=steps[0],
+        fix_prompt=(
+            "Add gradient clipping (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)), lower the "
+            "peak learning rate or lengthen warm-up, and inspect the batches at steps "
+            + ", ".join(map(str, steps[:5]))
+            + " for corrupt or outlier samples."
+        ),
+    )
+
+
+@check("loss_oscillation", "loss")
+def loss_oscillation(data: RunData) -> Issue | None:
+    """The smoothed loss keeps swinging up and down instead of descending."""
+    curve = loss_curve(data, 60)
+    b = buckets(curve, 100)
+    need(len(b) >= 20, "too few points to judge oscillation")
+    d = np.diff(b.values)
+    d = d[d != 0]
+    if len(d) < 10:
+        return None
+    flips = float(np.mean(np.sign(d[1:]) != np.sign(d[:-1])))
+    level = median(np.abs(b.values))
+    swing = median(np.abs(d)) / level if level > 0 else 0.0
+    second_half = window(b, 0.5, 1.0)
+    progress = (second_half.values[0] - median(second_half.values[-5:])) / max(abs(level), 1e-12)
+    if flips < OSC_FLIP_RATE or swing < OSC_SWING or progress > 0.05:
+        return None
+    lr, lr_name = lr_text(data)
+    return Issue(
+        code="loss_oscillation",
+        severity="warning",
+        title="The loss oscillates",
+        message=(
+            f"The smoothed loss changes direction at {flips:.0%} of intervals with typical swings of "
+            f"{swing:.0%} of its level, and made {max(progress, 0):.1%} net progress over the second half."
+        ),
+        evidence={"flip_rate": flips, "relative_swing": swing, "second_half_progress": progress, "lr": lr},
+        first_step=int(b.steps[0]),
+        fix_prompt=(
+            f"Lower {lr_name}"
+            + (f" to about {fmt(lr / 3)}" if lr else " by 3x")
+            + ", or increase the batch size; with SGD add momentum 0.9 or switch to Adam."
+        ),
+    )
+
+
+@check("loss_plateau", "loss")
+def loss_plateau(data: RunData) -> Issue | None:
+    """The loss stopped improving (< 1% over the last 30% of the run) after having learned."""
+    curve = loss_curve(data, 50)
+    b = buckets(curve, 300)
+    tail = window(b, 1 - PLATEAU_WINDOW, 1.0)
+    need(len(tail) >= 10, "too few points in the last part of the run")
+    start, end = _level(tail, 0, 0.33), _level(tail, 0.67, 1.0)
+    early = _level(b, 0, 0.1)
+    if abs(early) < 1e-12 or (early - start) / abs(early) < NO_LEARNING_REL:
+        return None  # it never learned: that is no_learning, not a plateau
+    rel = (start - end) / max(abs(start), 1e-12)
+    if rel >= PLATEAU_REL:
+        return None
+    lr, lr_name = lr_text(data)
+    return Issue(
+        code="loss_plateau",
+        severity="info",
+        title="The loss has plateaued",
+        message=(
+            f"The loss improved {rel:.2%} over the last {PLATEAU_WINDOW:.0%} of the run "
+            f"(steps {int(tail.steps[0])}-{int(tail.steps[-1])}), level {fmt(end)}."
+        ),
+        evidence={
+            "window_start_step": int(tail.steps[0]),
+            "relative_improvement": rel,
+            "level": end,
+            "lr": lr,
+        },  # fmt: skip
+        first_step=int(tail.steps[0]),
+        fix_prompt=(
+            f"If the validation metric has also stopped improving, stop here and keep the best checkpoint; "
+            f"otherwise decay {lr_name}"
+            + (f" to {fmt(lr / 10)}" if lr else " tenfold")
+            + " (e.g. ReduceLROnPlateau(factor=0.1, patience=10))."
+        ),
+    )
+
+
+def _improvement(curve: Series) -> tuple[float, float, float, Series]:
+    b = buckets(curve, 100)
+    first, last = _level(b, 0, 0.1), _level(b, 0.9, 1.0)
+    rel = (first - last) / max(abs(first), 1e-12)
+    return rel, first, last, b
+
+
+@check("no_learning", "loss")
+def no_learning(data: RunData) -> Issue | None:
+    """The loss did not go down at all over the run (< 2%, no downward trend)."""
+    curve = loss_curve(data, 50)
+    rel, first, last, b = _improvement(curve)
+    if abs(first) < 1e-3:
+        return None  # started at (near) zero: nothing to learn, or a loss with another meaning
+    trend = spearman(b.steps, b.values)
+    if rel >= NO_LEARNING_REL or trend < -0.3:
+        return None
+    lr, lr_name = lr_text(data)
+    return Issue(
+        code="no_learning",
+        severity="critical",
+        title="The model is not learning",
+        message=(
+            f"Over {len(curve)} steps the loss went from {fmt(first)} to {fmt(last)} ({rel:+.1%}); "
+            f"there is no downward trend (rank correlation with step {trend:+.2f})."
+        ),
+        evidence={
+            "first_level": first,
+            "last_level": last,
+            "relative_improvement": rel,
+            "trend": trend,
+            "lr": lr,
+        },  # fmt: skip
+        first_step=int(curve.steps[0]),
+        fix_prompt=(
+            "Check that optimizer.step() and loss.backward() run every step and that the optimizer holds the "
+            "model's parameters; look for dead ReLUs (negative bias init) or saturated activations; verify "
+            f"that labels match inputs; then try {lr_name} x10 on a single batch to confirm it can overfit."
+        ),
+    )
+
+
+@check("slow_convergence", "loss")
+def slow_convergence(data: RunData) -> Issue | None:
+    """The loss falls steadily but slowly (2-15% over the run, still falling at the end)."""
+    curve = loss_curve(data, 100)
+    rel, first, last, b = _improvement(curve)
+    trend = spearman(b.steps, b.values)
+    tail = window(b, 0.8, 1.0)
+    still = (_level(tail, 0, 0.3) - _level(tail, 0.7, 1.0)) / max(abs(first), 1e-12)
+    if not (NO_LEARNING_REL <= rel < SLOW_REL and trend < -0.6 and still > 0.005):
+        return None
+    lr, lr_name = lr_text(data)
+    return Issue(
+        code="slow_convergence",
+        severity="warning",
+        title="Slow convergence",
+        message=(
+            f"The loss fell only {rel:.1%} over {len(curve)} steps ({fmt(first)} -> {fmt(last)}) and is "
+            f"still falling steadily: the learning rate is likely too low."
+        ),
+        evidence={"relative_improvement": rel, "trend": trend, "tail_improvement": still, "lr": lr},
+        first_step=int(curve.steps[0]),
+        fix_prompt=(
+            f"Raise {lr_name}"
+            + (f" to about {fmt(lr * 10)}" if lr else " tenfold")
+            + " (or run a learning-rate range test), or switch SGD to Adam."
+        ),
+    )
+
+
+def _val(data: RunData) -> tuple[str, Series, bool] | None:
+    key = data.val_loss_key
+    if key:
+        return key, data.series(key).finite(), True
+    acc = data.first_key(("val/acc", "eval/accuracy", "val_acc", "val/accuracy", "eval_accuracy"))
+    if acc:
+        return acc, data.series(acc).finite(), False
+    return None
+
+
+@check("overfitting", "loss")
+def overfitting(data: RunData) -> Issue | None:
+    """Validation got worse for >= 2 evaluations after its best while training kept improving."""
+    val = _val(data)
+    need(val is not None, "no validation metric recorded")
+    key, series, lower_better = val
+    need(len(series) >= OVERFIT_PATIENCE + 2, f"only {len(series)} validation points")
+    values = series.values if lower_better else -series.values
+    best_i = int(np.argmin(values))
+    after = values[best_i + 1 :]
+    best = float(values[best_i])
+    margin = OVERFIT_RISE * abs(best) if lower_better else 0.02 * max(abs(best), 1e-12)
+    worse = after > best + margin
+    if len(after) < OVERFIT_PATIENCE or worse[-OVERFIT_PATIENCE:].sum() < OVERFIT_PATIENCE:
+        return None
+    best_step, last_step = int(series.steps[best_i]), int(series.steps[-1])
+    train = finite_prefix(data.series(data.loss_key)) if data.loss_key else None
+    if train is not None and len(train):
+        at_best, at_end = (
+            value_at(train, best_step),
+            float(np.median(train.values[-max(5, len(train) // 50) :])),
+        )
+        if at_best is not None and at_end >= at_best:
+            return None  # training got worse too: not overfitting (see divergence / plateau)
+    shown = float(series.values[best_i]), float(series.values[-1])
+    return Issue(
+        code="overfitting",
+        severity="warning",
+        title="Overfitting",
+        message=(
+            f"{key} was best at step {best_step} ({fmt(shown[0])}) and is now {fmt(shown[1])} at step "
+            f"{last_step}, worse at each of the last {OVERFIT_PATIENCE} evaluations, while the training loss "
+            f"kept falling."
+        ),
+        evidence={
+            "metric": key,
+            "best_step": best_step,
+            "best_value": shown[0],
+            "last_value": shown[1],
+            "evaluations_after_best": len(after),
+        },  # fmt: skip
+        first_step=best_step,
+        fix_prompt=(
+            f"Keep the checkpoint from step {best_step} and stop there (early stopping on {key}); to train "
+            f"longer, add regularization: weight decay 0.01-0.1, dropout, data augmentation, or more data."
+        ),
+    )
+
+
+@check("generalization_gap", "loss")
+def generalization_gap(data: RunData) -> Issue | None:
+    """Validation loss far above training loss at the end (memorization, or a train/val mismatch)."""
+    key = data.val_loss_key
+    need(key is not None and data.loss_key is not None, "needs both training and validation loss")
+    val = data.series(key).finite()
+    train = finite_prefix(data.series(data.loss_key))
+    need(len(val) >= 1 and len(train) >= 5, "too few loss values")
+    v = float(val.values[-1])
+    near = train.values[np.abs(train.steps - val.steps[-1]) <= max(1, int(0.02 * train.steps[-1]))]
+    t = float(np.median(near if len(near) else train.values[-5:]))
+    if t <= 0:
+        return None
+    ratio = v / t
+    severity = None
+    if ratio >= GAP_WARNING[0] and v - t >= GAP_WARNING[1]:
+        severity = "warning"
+    elif ratio >= GAP_INFO[0] and v - t >= GAP_INFO[1]:
+        severity = "info"
+    if severity is None:
+        return None
+    return Issue(
+        code="generalization_gap",
+        severity=severity,
+        title="Generalization gap",
+        message=(
+            f"At step {int(val.steps[-1])} the validation loss {fmt(v)} is {fmt(ratio)}x the training loss {fmt(t)}."
+        ),
+        evidence={"val_loss": v, "train_loss": t, "ratio": ratio, "step": int(val.steps[-1])},
+        first_step=int(val.steps[-1]),
+        fix_prompt=(
+            "Add regularization (weight decay, dropout, augmentation) or more training data, and check that "
+            "training and validation data come from the same distribution and preprocessing."
+        ),
+    )

@@ -1,0 +1,162 @@
+"""One run's data as numpy arrays, loaded lazily per key from the catalog and cached.
+
+Checks ask for what they need (``data.series("train/loss")``, ``data.layers()``); nothing else is
+read, so a check that lacks its data costs one cheap query and is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainatlas.store.catalog import Catalog
+from trainatlas.store.layout import RUN_FILE
+from trainatlas.store.runinfo import read_run_json
+
+
+@dataclass(frozen=True)
+class Series:
+    """Values of one key in step order."""
+
+    steps: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def finite(self) -> Series:
+        ok = np.isfinite(self.values)
+        return self if ok.all() else Series(self.steps[ok], self.values[ok])
+
+    def after(self, step: int) -> Series:
+        keep = self.steps > step
+        return Series(self.steps[keep], self.values[keep])
+
+
+EMPTY = Series(np.zeros(0, dtype=np.int64), np.zeros(0))
+
+LOSS_KEYS = ("train/loss", "loss", "train_loss")
+VAL_LOSS_KEYS = ("val/loss", "eval/loss", "valid/loss", "val_loss", "eval_loss", "test/loss")
+
+
+class RunData:
+    """The run's metadata plus lazy, cached access to its scalars, layers and events."""
+
+    def __init__(self, catalog: Catalog, run: dict[str, Any]) -> None:
+        self.catalog = catalog
+        self.run = run
+        self.run_id: str = run["run_id"]
+        try:
+            self.info = read_run_json(Path(run["path"]) / RUN_FILE)
+        except ValueError:
+            self.info = {}
+        config = run.get("config")
+        self.config: dict[str, Any] = json.loads(config) if isinstance(config, str) else dict(config or {})
+        self._series: dict[str, Series] = {}
+        self._keys: set[str] | None = None
+        self._layers: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def load(cls, catalog: Catalog, ref: str) -> RunData:
+        return cls(catalog, catalog.resolve(ref))
+
+    # -- scalars -------------------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> set[str]:
+        if self._keys is None:
+            rows = self.catalog.con.execute(
+                "SELECT DISTINCT key FROM scalars WHERE run_id = ?", [self.run_id]
+            ).fetchall()
+            self._keys = {k for (k,) in rows}
+        return self._keys
+
+    def has(self, key: str) -> bool:
+        return key in self.keys
+
+    def series(self, key: str) -> Series:
+        """All values of ``key`` in step order (the last value wins when a step repeats)."""
+        if key not in self._series:
+            if key not in self.keys:
+                self._series[key] = EMPTY
+            else:
+                got = self.catalog.con.execute(
+                    "SELECT step, value FROM scalars WHERE run_id = ? AND key = ?", [self.run_id, key]
+                ).fetchnumpy()
+                self._series[key] = _ordered(got["step"], got["value"])
+        return self._series[key]
+
+    def first_key(self, candidates: tuple[str, ...]) -> str | None:
+        return next((k for k in candidates if k in self.keys), None)
+
+    @property
+    def loss_key(self) -> str | None:
+        return self.first_key(LOSS_KEYS)
+
+    @property
+    def val_loss_key(self) -> str | None:
+        return self.first_key(VAL_LOSS_KEYS)
+
+    @property
+    def total_steps(self) -> int | None:
+        """The planned length, when the run says it: ``total_steps`` or a config key."""
+        for value in (
+            self.info.get("total_steps"),
+            self.config.get("max_steps"),
+            self.config.get("total_steps"),
+            self.config.get("num_training_steps"),
+        ):
+            if isinstance(value, (int, float)) and value > 0:
+                return int(value)
+        return None
+
+    @property
+    def last_step(self) -> int:
+        return int(self.run.get("steps") or 0)
+
+    # -- layers --------------------------------------------------------------------------------------
+
+    def layers(self) -> dict[str, np.ndarray]:
+        """Per-layer stats as columns (``step``, ``layer``, ``grad_norm``, ...), step order."""
+        if self._layers is None:
+            cols = self.catalog.con.execute(
+                "SELECT * FROM layers WHERE run_id = ? ORDER BY step, position", [self.run_id]
+            ).fetchnumpy()
+            self._layers = {}
+            for name, col in cols.items():
+                mask = np.ma.getmaskarray(col)
+                if col.dtype.kind == "f":
+                    col = np.ma.filled(col, np.nan)
+                    self._layers[f"{name}_is_null"] = mask  # null: not measured (e.g. no gradient)
+                self._layers[name] = np.asarray(col)
+        return self._layers
+
+    @property
+    def has_layers(self) -> bool:
+        return len(self.layers()["step"]) > 0
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT step, ts, kind, code, severity, message, payload FROM events WHERE run_id = ?"
+        params: list[Any] = [self.run_id]
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        cur = self.catalog.con.execute(sql + " ORDER BY ts", params)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _ordered(steps: Any, values: Any) -> Series:
+    steps = np.asarray(steps, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    if len(steps) > 1 and np.any(np.diff(steps) < 0):
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+    if len(steps) > 1 and np.any(np.diff(steps) == 0):  # keep the last value of a repeated step
+        last = np.append(np.diff(steps) != 0, True)
+        steps, values = steps[last], values[last]
+    return Series(steps, values)
