@@ -93,8 +93,7 @@ def _run_row(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _columns(table: str) -> str:
-    names = [f.name for f in SCHEMAS[table] if f.name != "run_id"]
-    return ", ".join(["run AS run_id", *(f'"{n}"' for n in names)])
+    return ", ".join(f'"{f.name}"' for f in SCHEMAS[table])
 
 
 class Catalog:
@@ -136,14 +135,17 @@ class Catalog:
             self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {select}")
 
     def _select(self, table: str, sources: list[str], has_files: bool) -> str:
+        """The view's query. The union with an empty table of the current schema gives every
+        column even when all shards predate it (NULL there)."""
+        empty = f"_trainatlas_empty_{table}"
+        self._store(empty, SCHEMAS[table].empty_table())
         if not has_files:
-            empty = f"_trainatlas_empty_{table}"
-            self._store(empty, SCHEMAS[table].empty_table())
             return f"SELECT * FROM {empty}"
         listing = "[" + ", ".join(_sql_str(s) for s in sources) + "]"
         return (
-            f"SELECT {_columns(table)} FROM read_parquet({listing}, hive_partitioning=true, "
-            "hive_types={'project': VARCHAR, 'run': VARCHAR}, union_by_name=true, allow_empty=true)"
+            f"SELECT {_columns(table)} FROM (SELECT run AS run_id, * EXCLUDE (run_id, run, project) "
+            f"FROM read_parquet({listing}, hive_partitioning=true, hive_types={{'project': VARCHAR, 'run': VARCHAR}}, "
+            f"union_by_name=true, allow_empty=true) UNION ALL BY NAME SELECT * FROM {empty})"
         )
 
     def _store(self, name: str, table: pa.Table) -> None:

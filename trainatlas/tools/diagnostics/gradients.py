@@ -108,7 +108,8 @@ def vanishing_gradients(data: RunData) -> Issue | None:
         need(ok.sum() >= 1, "no finite layer gradient norms")
         ratio = median(g1[ok] / np.maximum(g2[ok], 1e-30))
         first_level = median(g1[ok])
-        vanishing = (ratio < VANISH_RATIO and first_level < VANISH_FIRST) or global_level < VANISH_GLOBAL
+        # exactly zero gradients mean nothing flows at all: dead units or unused layers, not vanishing
+        vanishing = (0 < first_level < VANISH_FIRST and ratio < VANISH_RATIO) or 0 < global_level < VANISH_GLOBAL
         evidence = {"first_layer": names[0], "last_layer": names[-1], "first_over_last": ratio,
                     "first_layer_grad_norm": first_level, "global_grad_norm": global_level}  # fmt: skip
         detail = (
@@ -117,7 +118,7 @@ def vanishing_gradients(data: RunData) -> Issue | None:
         )
     else:
         need(len(gn) > 0, "no gradient norms recorded")
-        vanishing = global_level < VANISH_GLOBAL
+        vanishing = 0 < global_level < VANISH_GLOBAL
         evidence = {"global_grad_norm": global_level}
         detail = f"the global gradient norm is {fmt(global_level)}"
     if not vanishing:
@@ -236,7 +237,7 @@ def stale_gradients(data: RunData) -> Issue | None:
             f"from step {first}: gradients are not being recomputed."
         )
         fix = "Call loss.backward() every step before optimizer.step(), on the loss of the current batch."
-    elif corr >= ACCUMULATE_CORR and growth >= ACCUMULATE_GROWTH:
+    elif corr >= ACCUMULATE_CORR and growth >= ACCUMULATE_GROWTH and _polynomial(b):
         first = int(finite.steps[0])
         message = (
             f"The gradient norm climbs steadily ({fmt(start)} -> {fmt(stop)}, {fmt(growth)}x, rank correlation "
@@ -257,6 +258,16 @@ def stale_gradients(data: RunData) -> Issue | None:
         first_step=first,
         fix_prompt=fix,
     )
+
+
+def _polynomial(b: Series) -> bool:
+    """Summed gradients grow like step**k with k between 0.3 (a random walk) and 1.5 (aligned
+    gradients); a blow-up from divergence grows exponentially, far faster."""
+    ok = (b.steps > 0) & (b.values > 0)
+    if ok.sum() < 5:
+        return False
+    slope = float(np.polyfit(np.log(b.steps[ok]), np.log(b.values[ok]), 1)[0])
+    return 0.3 <= slope <= 1.5
 
 
 def _modules(data: RunData) -> list[dict[str, Any]]:

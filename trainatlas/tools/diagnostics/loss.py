@@ -379,7 +379,9 @@ def generalization_gap(data: RunData) -> Issue | None:
     """Validation loss far above training loss at the end (memorization, or a train/val mismatch)."""
     key = data.val_loss_key
     need(key is not None and data.loss_key is not None, "needs both training and validation loss")
-    val = data.series(key).finite()
+    all_val = data.series(key)
+    need(len(all_val) > 0 and bool(np.isfinite(all_val.values[-1])), "the validation loss ended non-finite")
+    val = all_val.finite()
     train = finite_prefix(data.series(data.loss_key))
     need(len(val) >= 1 and len(train) >= 5, "too few loss values")
     v = float(val.values[-1])

@@ -1,0 +1,200 @@
+"""Checks on the machine: data loading, memory, throughput, step time, stragglers."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
+from trainatlas.tools.robust import buckets, median, spearman, window
+from trainatlas.tools.rundata import RunData
+
+# dataloader_bottleneck: waiting for data takes > 30% of the step (warning), > 10% (info); the
+# PyTorch profiler recommends action above 5%.
+DATA_WARNING = 0.30
+DATA_INFO = 0.10
+# memory_leak: memory climbs steadily (rank correlation >= 0.9) by > 20% and > 100 MB after warm-up.
+LEAK_CORR = 0.9
+LEAK_GROWTH = 0.2
+LEAK_BYTES = 100e6
+# oom_risk: > 90% of device (or system) memory in use; critical above 97%.
+OOM_WARNING = 0.90
+OOM_CRITICAL = 0.97
+# throughput_degradation: the last 20% of the run is < 70% as fast as the early middle.
+THROUGHPUT_DROP = 0.7
+# step_time_instability (SageMaker StepOutlier: mean + 3 sigma): share of steps > 3x the median.
+OUTLIER_FACTOR = 3.0
+OUTLIER_INFO = 0.02
+OUTLIER_WARNING = 0.30
+# rank_straggler: one rank's median step time > 1.2x the median over ranks.
+STRAGGLER = 1.2
+
+
+@check("dataloader_bottleneck", "system")
+def dataloader_bottleneck(data: RunData) -> Issue | None:
+    """A large share of each step is spent waiting for the next batch."""
+    wait, step = data.series("time/data_s").finite(), data.series("time/step_s").finite()
+    need(len(wait) >= 20 and len(step) >= 20, "no data-wait timings (needs watch(model))")
+    share = median(wait.values) / max(median(step.values), 1e-12)
+    if share < DATA_INFO:
+        return None
+    return Issue(
+        code="dataloader_bottleneck",
+        severity="warning" if share >= DATA_WARNING else "info",
+        title="Data loading is a bottleneck",
+        message=(
+            f"Waiting for data takes {share:.0%} of each step (median {fmt(median(wait.values))} s of "
+            f"{fmt(median(step.values))} s): the accelerator idles meanwhile."
+        ),
+        evidence={"data_share": share, "median_data_s": median(wait.values), "median_step_s": median(step.values)},
+        first_step=int(wait.steps[0]),
+        fix_prompt=(
+            "Use DataLoader(num_workers=4 or more, pin_memory=True, persistent_workers=True, prefetch_factor=4), "
+            "move decoding/augmentation out of __getitem__ hot paths, or cache the preprocessed dataset."
+        ),
+    )
+
+
+def _climb(data: RunData, key: str, min_bytes: float) -> tuple[float, float, float, int] | None:
+    s = data.series(key).finite()
+    if len(s) < 10:
+        return None
+    s = window(s, 0.1, 1.0)
+    b = buckets(s, 200)
+    corr = spearman(b.steps, b.values)
+    start, end = median(window(b, 0, 0.1).values), median(window(b, 0.9, 1).values)
+    if corr >= LEAK_CORR and start > 0 and end / start - 1 > LEAK_GROWTH and end - start > min_bytes:
+        return start, end, corr, int(b.steps[0])
+    return None
+
+
+@check("memory_leak", "system")
+def memory_leak(data: RunData) -> Issue | None:
+    """Host or device memory keeps climbing step after step (tensors kept alive across steps)."""
+    keys = [k for k in ("mem/cuda_allocated_bytes", "mem/rss_bytes") if data.has(k)]
+    need(bool(keys), "no memory samples (system channel off)")
+    for key in keys:
+        found = _climb(data, key, LEAK_BYTES if key == "mem/rss_bytes" else 50e6)
+        if found:
+            start, end, corr, first = found
+            s = data.series(key).finite()
+            per_1k = (end - start) / max(int(s.steps[-1]) - first, 1) * 1000
+            return Issue(
+                code="memory_leak",
+                severity="warning",
+                title="Memory leak",
+                message=(
+                    f"{key} grew from {start / 1e6:.0f} MB to {end / 1e6:.0f} MB (about {per_1k / 1e6:.1f} MB "
+                    f"per 1,000 steps, rank correlation {corr:.2f}) and is still climbing."
+                ),
+                evidence={"key": key, "start_bytes": start, "end_bytes": end, "bytes_per_1000_steps": per_1k},
+                first_step=first,
+                fix_prompt=(
+                    "Do not keep tensors that hold the graph across steps: accumulate loss.item() or "
+                    "loss.detach() instead of loss, and clear lists of outputs/activations each step."
+                ),
+            )
+    return None
+
+
+@check("oom_risk", "system")
+def oom_risk(data: RunData) -> Issue | None:
+    """Device or system memory close to full."""
+    peak = data.series("mem/cuda_peak_bytes").finite()
+    total = data.series("mem/cuda_total_bytes").finite()
+    used = data.series("mem/system_used_frac").finite()
+    need(len(used) > 0 or (len(peak) > 0 and len(total) > 0), "no memory samples")
+    share, where = 0.0, ""
+    if len(peak) and len(total):
+        share, where = float(peak.values.max() / total.values.max()), "GPU"
+    if len(used) and float(used.values.max()) > share:
+        share, where = float(used.values.max()), "system"
+    if share < OOM_WARNING:
+        return None
+    return Issue(
+        code="oom_risk",
+        severity="critical" if share >= OOM_CRITICAL else "warning",
+        title="Out-of-memory risk",
+        message=f"{where} memory peaked at {share:.0%} of its capacity; a longer sequence or batch will not fit.",
+        evidence={"peak_share": share, "device": where},
+        first_step=None,
+        fix_prompt=(
+            "Lower the batch size and use gradient accumulation, enable mixed precision (bf16) and activation "
+            "checkpointing, or free cached tensors between steps."
+        ),
+    )
+
+
+@check("throughput_degradation", "system")
+def throughput_degradation(data: RunData) -> Issue | None:
+    """Training got markedly slower over the run."""
+    tp = data.series("throughput/samples_per_s").finite()
+    if len(tp) < 50:
+        st = data.series("time/step_s").finite()
+        need(len(st) >= 50, "no throughput or step times")
+        from trainatlas.tools.rundata import Series
+
+        tp = Series(st.steps, 1.0 / np.maximum(st.values, 1e-12))
+    b = buckets(tp, 200)
+    early, late = median(window(b, 0.1, 0.4).values), median(window(b, 0.8, 1.0).values)
+    if early <= 0 or late >= THROUGHPUT_DROP * early:
+        return None
+    return Issue(
+        code="throughput_degradation",
+        severity="warning",
+        title="Throughput degraded",
+        message=f"Throughput fell from {fmt(early)} to {fmt(late)} per second ({late / early - 1:+.0%}).",
+        evidence={"early": early, "late": late},
+        first_step=int(b.steps[int(0.8 * len(b))]),
+        fix_prompt=(
+            "Look for growing per-step work (lists or logs that grow, a memory leak forcing swaps), thermal or "
+            "power throttling, or data files that get slower to read; profile a slow step with torch.profiler."
+        ),
+    )
+
+
+@check("step_time_instability", "system")
+def step_time_instability(data: RunData) -> Issue | None:
+    """Many steps take far longer than the median (stalls, GC pauses, contention)."""
+    st = data.series("time/step_s").finite()
+    need(len(st) >= 100, "too few step times")
+    med = median(st.values)
+    share = float(np.mean(st.values > OUTLIER_FACTOR * med))
+    if share < OUTLIER_INFO:
+        return None
+    return Issue(
+        code="step_time_instability",
+        severity="warning" if share >= OUTLIER_WARNING else "info",
+        title="Unstable step time",
+        message=f"{share:.1%} of steps took more than {OUTLIER_FACTOR:g}x the median step time ({fmt(med)} s).",
+        evidence={"outlier_share": share, "median_step_s": med, "p99_step_s": float(np.quantile(st.values, 0.99))},
+        first_step=int(st.steps[np.argmax(st.values > OUTLIER_FACTOR * med)]),
+        fix_prompt=(
+            "Check for periodic work inside the loop (checkpointing, evaluation, logging that syncs), other "
+            "processes on the machine, and data-loader stalls; run torch.profiler around a slow step."
+        ),
+    )
+
+
+@check("rank_straggler", "system")
+def rank_straggler(data: RunData) -> Issue | None:
+    """In distributed training one rank is consistently slower than the others."""
+    pattern = re.compile(r"^rank/(\d+)/time/step_s$")
+    ranks = {int(m.group(1)): k for k in data.keys if (m := pattern.match(k))}
+    need(len(ranks) >= 2, "no per-rank step times (rank/<i>/time/step_s)")
+    medians = {r: median(data.series(k).finite().values) for r, k in ranks.items()}
+    overall = median(np.array(list(medians.values())))
+    slow = {r: m for r, m in medians.items() if m > STRAGGLER * overall}
+    if not slow:
+        return None
+    worst = max(slow, key=slow.get)
+    return Issue(
+        code="rank_straggler",
+        severity="warning",
+        title="Straggler rank",
+        message=f"Rank {worst} takes {fmt(slow[worst])} s per step vs a median of {fmt(overall)} s over ranks.",
+        evidence={"per_rank_step_s": medians},
+        first_step=None,
+        fix_prompt=f"Inspect the host of rank {worst} (thermal throttling, a slow disk, uneven data shards).",
+    )
