@@ -148,7 +148,10 @@ def weight_norm_growth(data: RunData) -> Issue | None:
         code="weight_norm_growth",
         severity="warning",
         title="Weight norms growing",
-        message=f"{len(flagged)} layer(s) grew their weight norm more than {WEIGHT_GROWTH:g}x; {worst}: {fmt(flagged[worst])}x.",
+        message=(
+            f"{len(flagged)} layer(s) grew their weight norm more than {WEIGHT_GROWTH:g}x; "
+            f"{worst}: {fmt(flagged[worst])}x."
+        ),
         evidence={"growth": flagged},
         first_step=None,
         fix_prompt="Add weight decay (AdamW weight_decay=0.01-0.1), lower the learning rate, and clip gradients.",
@@ -207,7 +210,10 @@ def batchnorm_small_batch(data: RunData) -> Issue | None:
         code="batchnorm_small_batch",
         severity="critical" if size <= 2 else "warning",
         title="BatchNorm with a small batch",
-        message=f"The model uses {', '.join(bn)} with a median batch of {size:g} samples; batch statistics that small are noise.",
+        message=(
+            f"The model uses {', '.join(bn)} with a median batch of {size:g} samples; batch statistics that "
+            "small are noise."
+        ),
         evidence={"batch_size": size, "batchnorm_types": bn},
         first_step=int(bs.steps[0]),
         fix_prompt=(

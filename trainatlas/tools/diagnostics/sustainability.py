@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
-
 from trainatlas.tools.convergence import convergence_step
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
 from trainatlas.tools.diagnostics.common import value_at
