@@ -44,6 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is stopped")
 
+    p = sub.add_parser("diagnose", help="all diagnostic checks on a run: issues, health score, advice")
+    _add_common(p)
+    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("--checks", help="comma-separated codes to run (default: all)")
+
+    p = sub.add_parser("status", help="phase, ETA, forecast of the main metric, early-stop advice")
+    _add_common(p)
+    p.add_argument("run", help="run id, unique run name, or run directory")
+
+    p = sub.add_parser("check", help="CI gate: exit 1 when an issue at or above --fail-on is present")
+    _add_common(p)
+    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("--fail-on", choices=["critical", "warning"], default="critical")
+
     p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
     _add_common(p)
     p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
@@ -246,6 +260,100 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return _emit(args, payload, render)
 
 
+# -- diagnose, status, check -------------------------------------------------------------------------
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
+
+
+def render_diagnosis(d: Any) -> None:
+    run = d.run
+    score_style = "green" if d.health_score >= 80 else "yellow" if d.health_score >= 50 else "red"
+    console.print(
+        f"[bold]{escape(run.name)}[/bold] ({run.run_id}): health [{score_style}]{d.health_score}/100[/{score_style}], "
+        f"phase {d.phase}, {run.steps} steps, {run.status}",
+        highlight=False,
+    )
+    if not d.issues:
+        console.print("[green]no issues found[/green]")
+    for issue in d.issues:
+        style = SEVERITY_STYLE[issue.severity]
+        console.print(f"[{style}]{issue.severity:>8}[/{style}] {issue.code}: {escape(issue.message)}", highlight=False)
+        console.print(f"         fix: {escape(issue.fix_prompt)}", style="dim", highlight=False)
+    render_advice(d.recommendation, d.eta)
+    if d.skipped:
+        console.print(f"skipped (no data): {', '.join(s.code for s in d.skipped)}", style="dim")
+
+
+def render_advice(advice: Any, remaining: Any) -> None:
+    if remaining is not None:
+        console.print(
+            f"ETA: {remaining.remaining_steps} steps, {_duration(remaining.seconds)} "
+            f"({_duration(remaining.low_s)}-{_duration(remaining.high_s)})",
+            highlight=False,
+        )
+    word = advice.recommendation.replace("_", " ")
+    console.print(f"[bold]recommendation: {word}[/bold] - {escape(advice.reason)}", highlight=False)
+    if advice.savings and advice.recommendation != "continue":
+        sv = advice.savings
+        console.print(
+            f"stopping now saves {_duration(sv.seconds)}, {sv.energy_kwh:.3g} kWh, {sv.co2_kg:.3g} kg CO2, "
+            f"EUR {sv.cost_eur:.3g} ({escape(sv.basis)})",
+            highlight=False,
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.0f} s"
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from trainatlas.tools.report import diagnose
+
+    codes = [c.strip() for c in args.checks.split(",")] if args.checks else None
+    result = diagnose(Catalog(args.root), args.run, codes)
+    return _emit(args, result.model_dump(mode="json"), lambda: render_diagnosis(result))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from trainatlas.tools.report import status
+
+    result = status(Catalog(args.root), args.run)
+
+    def render() -> None:
+        console.print(f"[bold]{escape(result.run.name)}[/bold]: phase {result.phase}", highlight=False)
+        for t in result.transitions:
+            console.print(f"  step {t['step']}: {escape(t['message'])}", highlight=False)
+        if result.forecast:
+            fc = result.forecast.forecast
+            console.print(
+                f"forecast {result.forecast.metric} at step {fc.target_step}: {fc.value:.4g} "
+                f"(80% {fc.low:.4g}-{fc.high:.4g}; now {fc.current:.4g}, best {fc.best_so_far:.4g})",
+                highlight=False,
+            )
+        render_advice(result.recommendation, result.eta)
+
+    return _emit(args, result.model_dump(mode="json"), render)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from trainatlas.tools.report import diagnose
+
+    result = diagnose(Catalog(args.root), args.run)
+    blocking = {"critical"} if args.fail_on == "critical" else {"critical", "warning"}
+    failed = [i for i in result.issues if i.severity in blocking]
+    _emit(
+        args,
+        {"run": result.run.run_id, "passed": not failed, "fail_on": args.fail_on,
+         "health_score": result.health_score, "failing": [i.model_dump() for i in failed]},
+        lambda: render_diagnosis(result),
+    )  # fmt: skip
+    return 1 if failed else 0
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 
@@ -257,7 +365,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.root, args.steps, as_json=args.json)
 
 
-COMMANDS = {"runs": cmd_runs, "show": cmd_show, "sql": cmd_sql, "demo": cmd_demo}
+COMMANDS = {
+    "runs": cmd_runs,
+    "show": cmd_show,
+    "sql": cmd_sql,
+    "diagnose": cmd_diagnose,
+    "status": cmd_status,
+    "check": cmd_check,
+    "demo": cmd_demo,
+}
 
 
 if __name__ == "__main__":

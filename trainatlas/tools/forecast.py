@@ -27,6 +27,8 @@ MIN_SPAN = 0.05  # the curve must reach this share of target_step
 MAX_BUCKETS = 200
 WARMUP = 0.05  # share of the seen steps always skipped as warm-up
 HOLDOUT_CUTS = (0.5, 0.7)  # fit on the buckets before these shares, score on the rest
+WEIGHT_POWER = 2.0  # weights ~ 1 / holdout error ** WEIGHT_POWER
+LOG_SPACE = True  # also fit log(y) when the metric is positive
 Z80 = 1.2815515655446004  # the 90% quantile of the standard normal: a two-sided 80% interval
 
 
@@ -252,7 +254,7 @@ def forecast_curve(
         out_: list[_Member] = []
         x_end = float(xf[-1])
         for fam in FAMILIES:
-            for space in ("lin", "log") if positive else ("lin",):
+            for space in ("lin", "log") if positive and LOG_SPACE else ("lin",):
                 f = _fit(fam, xf, np.log(yf) if space == "log" else yf, x_end)
                 if f is None:
                     continue
@@ -287,7 +289,7 @@ def forecast_curve(
     if np.isnan(errs).all():
         errs = np.ones_like(errs)
     errs = np.where(np.isnan(errs), np.nanmax(errs) * 10 + floor, errs)
-    w = 1.0 / (errs + floor) ** 2
+    w = 1.0 / (errs + floor) ** WEIGHT_POWER
     w /= w.sum()
     preds = np.array([m.pred for m in members])
     value = float(np.dot(w, preds))

@@ -46,4 +46,13 @@ def lr_text(data: RunData, step: int | None = None) -> tuple[float | None, str]:
     value = value_at(lr, step) if step is not None else float(lr.values[-1])
     if value is None:
         value = float(lr.values[0])
-    return value, f"the learning rate of param group 0 ({fmt(value)})"
+    return value, "the learning rate of param group 0"
+
+
+def change_lr(data: RunData, factor: float, step: int | None = None) -> str:
+    """An instruction such as 'lower the learning rate of param group 0 from 1 to 0.1'."""
+    lr, _ = lr_text(data, step)
+    verb = "lower" if factor < 1 else "raise"
+    if lr is None:
+        return f"{verb} the learning rate {max(factor, 1 / factor):g}x"
+    return f"{verb} the learning rate of param group 0 from {fmt(lr)} to {fmt(lr * factor)}"

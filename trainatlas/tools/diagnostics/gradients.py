@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.diagnostics.common import lr_text
+from trainatlas.tools.diagnostics.common import change_lr, lr_text
 from trainatlas.tools.robust import buckets, find_spikes, median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
@@ -77,7 +77,7 @@ def nonfinite_gradients(data: RunData) -> Issue | None:
     if not bad_steps:
         return None
     first = int(min(bad_steps))
-    lr, lr_name = lr_text(data, first)
+    lr, _ = lr_text(data, first)
     return Issue(
         code="nonfinite_gradients",
         severity="critical",
@@ -86,8 +86,8 @@ def nonfinite_gradients(data: RunData) -> Issue | None:
         evidence={"first_step": first, "count": len(bad_steps), "layers": bad_layers[:20], "lr": lr},
         first_step=first,
         fix_prompt=(
-            "Clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)), lower "
-            + lr_name
+            "Clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)), "
+            + change_lr(data, 0.1, first)
             + ", and look for an operation that overflows (exp, log, division, fp16 without GradScaler)."
         ),
     )
@@ -170,7 +170,7 @@ def exploding_gradients(data: RunData) -> Issue | None:
                     first_step = first_step or int(layers[names[0]]["step"][0])
     if not reasons:
         return None
-    lr, lr_name = lr_text(data)
+    lr, _ = lr_text(data)
     return Issue(
         code="exploding_gradients",
         severity="critical" if len(reasons) > 1 else "warning",
@@ -179,8 +179,8 @@ def exploding_gradients(data: RunData) -> Issue | None:
         evidence=evidence | {"lr": lr},
         first_step=first_step,
         fix_prompt=(
-            "Clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)), lower "
-            + lr_name
+            "Clip gradients (torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)), "
+            + change_lr(data, 0.1)
             + ", and use a standard initialization (kaiming/xavier, or the layer defaults) and normalization layers."
         ),
     )
@@ -364,7 +364,7 @@ def update_ratio_out_of_range(data: RunData) -> Issue | None:
     high = {k: v for k, v in medians.items() if v > UPDATE_HIGH}
     if UPDATE_LOW <= overall <= UPDATE_HIGH and not any(v > 1 for v in high.values()):
         return None
-    lr, lr_name = lr_text(data)
+    lr, _ = lr_text(data)
     too_high = overall > UPDATE_HIGH or any(v > 1 for v in high.values())
     target = lr * 1e-3 / overall if lr and overall > 0 else None
     return Issue(
@@ -378,9 +378,10 @@ def update_ratio_out_of_range(data: RunData) -> Issue | None:
         evidence={"median_ratio": overall, "per_layer": medians, "lr": lr},
         first_step=None,
         fix_prompt=(
-            f"Set {lr_name} to about {fmt(target)} (which would give a ratio near 1e-3)."
+            f"Set the learning rate of param group 0 to about {fmt(target)} (from {fmt(lr)}), which would give a "
+            "ratio near 1e-3."
             if target
-            else f"{'Lower' if too_high else 'Raise'} {lr_name} until the ratio is near 1e-3."
+            else f"{'Lower' if too_high else 'Raise'} the learning rate until the ratio is near 1e-3."
         ),
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.diagnostics.common import finite_prefix, loss_curve, lr_text, train_loss, value_at
+from trainatlas.tools.diagnostics.common import change_lr, finite_prefix, loss_curve, lr_text, train_loss, value_at
 from trainatlas.tools.robust import buckets, find_spikes, median, rolling_median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
@@ -53,8 +53,7 @@ def nonfinite_loss(data: RunData) -> Issue | None:
     first = int(loss.steps[np.argmax(bad)])
     before = finite_prefix(loss)
     last_good = float(before.values[-1]) if len(before) else None
-    lr, lr_name = lr_text(data, first)
-    lower = f" from {fmt(lr)} to {fmt(lr / 10)}" if lr else " tenfold"
+    lr, _ = lr_text(data, first)
     return Issue(
         code="nonfinite_loss",
         severity="critical",
@@ -73,9 +72,10 @@ def nonfinite_loss(data: RunData) -> Issue | None:
         },  # fmt: skip
         first_step=first,
         fix_prompt=(
-            f"Lower {lr_name}{lower}, clip gradients with torch.nn.utils.clip_grad_norm_(model.parameters(), "
-            f"1.0) before optimizer.step(), check the loss for log(0) or division by zero, and with fp16 use "
-            f"a GradScaler or bf16; restart from the last checkpoint before step {first}."
+            f"{change_lr(data, 0.1, first).capitalize()}, clip gradients with "
+            "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) before optimizer.step(), check the loss "
+            "for log(0) or division by zero, and with fp16 use a GradScaler or bf16; restart from the last "
+            f"checkpoint before step {first}."
         ),
     )
 
@@ -103,7 +103,7 @@ def loss_divergence(data: RunData) -> Issue | None:
     if not (exploded or diverged):
         return None
     first = int(curve.steps[peak_i]) if exploded and not diverged else int(b.steps[best_i])
-    lr, lr_name = lr_text(data, first)
+    lr, _ = lr_text(data, first)
     what = (
         f"|loss| reached {fmt(float(curve.values[peak_i]))} at step {int(curve.steps[peak_i])}, "
         f"{fmt(abs(float(curve.values[peak_i])) / scale)}x its early level {fmt(early)}"
@@ -126,8 +126,7 @@ def loss_divergence(data: RunData) -> Issue | None:
         },  # fmt: skip
         first_step=first,
         fix_prompt=(
-            f"Lower {lr_name}"
-            + (f" to about {fmt(lr / 10)}" if lr else " tenfold")
+            f"{change_lr(data, 0.1, first).capitalize()}"
             + ", add a learning-rate warm-up and gradient clipping (max_norm=1.0), and resume from the "
             f"checkpoint nearest step {int(b.steps[best_i])}."
         ),
@@ -186,7 +185,7 @@ def loss_oscillation(data: RunData) -> Issue | None:
     progress = (second_half.values[0] - median(second_half.values[-5:])) / max(abs(level), 1e-12)
     if flips < OSC_FLIP_RATE or swing < OSC_SWING or progress > 0.05:
         return None
-    lr, lr_name = lr_text(data)
+    lr, _ = lr_text(data)
     return Issue(
         code="loss_oscillation",
         severity="warning",
@@ -198,9 +197,8 @@ def loss_oscillation(data: RunData) -> Issue | None:
         evidence={"flip_rate": flips, "relative_swing": swing, "second_half_progress": progress, "lr": lr},
         first_step=int(b.steps[0]),
         fix_prompt=(
-            f"Lower {lr_name}"
-            + (f" to about {fmt(lr / 3)}" if lr else " by 3x")
-            + ", or increase the batch size; with SGD add momentum 0.9 or switch to Adam."
+            f"{change_lr(data, 0.3).capitalize()}, or increase the batch size; with SGD add momentum 0.9 or "
+            "switch to Adam."
         ),
     )
 
@@ -219,7 +217,7 @@ def loss_plateau(data: RunData) -> Issue | None:
     rel = (start - end) / max(abs(start), 1e-12)
     if rel >= PLATEAU_REL:
         return None
-    lr, lr_name = lr_text(data)
+    lr, _ = lr_text(data)
     return Issue(
         code="loss_plateau",
         severity="info",
@@ -237,9 +235,7 @@ def loss_plateau(data: RunData) -> Issue | None:
         first_step=int(tail.steps[0]),
         fix_prompt=(
             f"If the validation metric has also stopped improving, stop here and keep the best checkpoint; "
-            f"otherwise decay {lr_name}"
-            + (f" to {fmt(lr / 10)}" if lr else " tenfold")
-            + " (e.g. ReduceLROnPlateau(factor=0.1, patience=10))."
+            f"otherwise {change_lr(data, 0.1)} (e.g. ReduceLROnPlateau(factor=0.1, patience=10))."
         ),
     )
 
@@ -261,7 +257,7 @@ def no_learning(data: RunData) -> Issue | None:
     trend = spearman(b.steps, b.values)
     if rel >= NO_LEARNING_REL or trend < -0.3:
         return None
-    lr, lr_name = lr_text(data)
+    lr, _ = lr_text(data)
     return Issue(
         code="no_learning",
         severity="critical",
@@ -281,7 +277,7 @@ def no_learning(data: RunData) -> Issue | None:
         fix_prompt=(
             "Check that optimizer.step() and loss.backward() run every step and that the optimizer holds the "
             "model's parameters; look for dead ReLUs (negative bias init) or saturated activations; verify "
-            f"that labels match inputs; then try {lr_name} x10 on a single batch to confirm it can overfit."
+            "that labels match inputs; then check the model can overfit a single batch."
         ),
     )
 
@@ -296,7 +292,7 @@ def slow_convergence(data: RunData) -> Issue | None:
     still = (_level(tail, 0, 0.3) - _level(tail, 0.7, 1.0)) / max(abs(first), 1e-12)
     if not (NO_LEARNING_REL <= rel < SLOW_REL and trend < -0.6 and still > 0.005):
         return None
-    lr, lr_name = lr_text(data)
+    lr, _ = lr_text(data)
     return Issue(
         code="slow_convergence",
         severity="warning",
@@ -307,11 +303,7 @@ def slow_convergence(data: RunData) -> Issue | None:
         ),
         evidence={"relative_improvement": rel, "trend": trend, "tail_improvement": still, "lr": lr},
         first_step=int(curve.steps[0]),
-        fix_prompt=(
-            f"Raise {lr_name}"
-            + (f" to about {fmt(lr * 10)}" if lr else " tenfold")
-            + " (or run a learning-rate range test), or switch SGD to Adam."
-        ),
+        fix_prompt=(f"{change_lr(data, 10).capitalize()} (or run a learning-rate range test), or switch SGD to Adam."),
     )
 
 

@@ -1,0 +1,79 @@
+"""The answers the CLI and the MCP server give about one run: ``diagnose`` and ``status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from trainatlas.store.catalog import Catalog
+from trainatlas.tools.diagnostics import health_score, run_checks
+from trainatlas.tools.diagnostics.base import Issue, Skipped
+from trainatlas.tools.forecast import Forecast
+from trainatlas.tools.phases import phase_history
+from trainatlas.tools.rundata import RunData
+from trainatlas.tools.status import ETA, Advice, advise, eta, forecast
+
+
+class RunRef(BaseModel):
+    run_id: str
+    name: str
+    project: str
+    status: str
+    steps: int
+    path: str
+
+
+class Diagnosis(BaseModel):
+    run: RunRef
+    health_score: int = Field(description="100 minus severity weights (critical 30, warning 10, info 2)")
+    phase: str
+    issues: list[Issue]
+    skipped: list[Skipped] = Field(description="checks that lacked the data they need")
+    eta: ETA | None
+    recommendation: Advice
+
+
+class MetricForecast(BaseModel):
+    metric: str
+    lower_is_better: bool
+    forecast: Forecast
+
+
+class Status(BaseModel):
+    run: RunRef
+    phase: str
+    transitions: list[dict[str, Any]] = Field(description="phase changes with their reasons, oldest first")
+    eta: ETA | None
+    forecast: MetricForecast | None
+    recommendation: Advice
+
+
+def _ref(data: RunData) -> RunRef:
+    return RunRef(**{k: data.run[k] for k in RunRef.model_fields})
+
+
+def diagnose(catalog: Catalog, ref: str, codes: list[str] | None = None) -> Diagnosis:
+    """Every check (or the chosen ones) on one run, with its health score, phase and advice."""
+    data = RunData.load(catalog, ref)
+    issues, skipped = run_checks(data, codes)
+    phase = phase_history(data).phase
+    remaining = eta(data)
+    advice = advise(data, issues, phase, remaining, forecast(data))
+    return Diagnosis(run=_ref(data), health_score=health_score(issues), phase=phase, issues=issues,
+                     skipped=skipped, eta=remaining, recommendation=advice)  # fmt: skip
+
+
+def status(catalog: Catalog, ref: str) -> Status:
+    """Phase history, ETA, forecast and early-stop advice for one run."""
+    data = RunData.load(catalog, ref)
+    tracker = phase_history(data)
+    issues, _ = run_checks(data, ["nonfinite_loss", "loss_divergence", "no_learning", "stale_gradients"])
+    remaining = eta(data)
+    predicted = forecast(data)
+    advice = advise(data, issues, tracker.phase, remaining, predicted)
+    metric = (
+        MetricForecast(metric=predicted[0], lower_is_better=predicted[1], forecast=predicted[2]) if predicted else None
+    )
+    return Status(run=_ref(data), phase=tracker.phase, transitions=[t.as_event() for t in tracker.transitions],
+                  eta=remaining, forecast=metric, recommendation=advice)  # fmt: skip
