@@ -37,6 +37,7 @@ from trainatlas.store.shards import (
 
 CARBON_EVERY_S = 5.0
 GRAD_NORM_BUDGET = 0.005  # share of step time the per-step gradient norm may take
+GRAD_NORM_MAX_GAP = 50  # ... but at least one gradient norm every this many steps
 
 
 class Observer:
@@ -96,6 +97,7 @@ class Observer:
         self._forward_start: float | None = None
         self._grad_norm_every = grad_norm_every
         self._grad_norm_budget = Budget(GRAD_NORM_BUDGET)
+        self._last_grad_norm_step = 0
         self._next_shard = dict.fromkeys(TABLES, 0)
         self._lock = threading.RLock()  # the background thread, watch() and close()
         self._stop = threading.Event()
@@ -246,10 +248,12 @@ class Observer:
         every = self._grad_norm_every
         if every is not None:
             return global_grad_norm(self._params) if step % every == 0 else None
-        if not self._grad_norm_budget.allows(now):
+        if not self._grad_norm_budget.allows(now) and step - self._last_grad_norm_step < GRAD_NORM_MAX_GAP:
             return None
         norm = global_grad_norm(self._params)
-        self._grad_norm_budget.spend(time.perf_counter() - now)
+        if self._last_grad_norm_step:  # the first call warms kernels up: not a steady cost
+            self._grad_norm_budget.spend(time.perf_counter() - now)
+        self._last_grad_norm_step = step
         return norm
 
     def _collect_layers(self, step: int) -> None:

@@ -27,7 +27,7 @@ MIN_SPAN = 0.05  # the curve must reach this share of target_step
 MAX_BUCKETS = 200
 WARMUP = 0.05  # share of the seen steps always skipped as warm-up
 HOLDOUT_CUTS = (0.5, 0.7)  # fit on the buckets before these shares, score on the rest
-WEIGHT_POWER = 2.0  # weights ~ 1 / holdout error ** WEIGHT_POWER
+WEIGHT_POWER = 3.0  # weights ~ 1 / holdout error ** WEIGHT_POWER
 LOG_SPACE = True  # also fit log(y) when the metric is positive
 Z80 = 1.2815515655446004  # the 90% quantile of the standard normal: a two-sided 80% interval
 
@@ -86,23 +86,32 @@ def _janoschek(x: np.ndarray, th: np.ndarray) -> np.ndarray:
     return np.exp(-th[:, :1] * x[None, :] ** th[:, 1:2])
 
 
+def _rate_grid(x_last: float) -> np.ndarray:
+    """Rates c of exp(-c*x): from 0.2 to 40 e-foldings over the fitted range."""
+    return (np.geomspace(0.2, 40.0, 60) / x_last)[:, None]
+
+
+def _scale_shape_grid(lo: float, hi: float, shapes: np.ndarray) -> Callable[[float], np.ndarray]:
+    """(k, d) pairs such that (k * x_last)^d, resp. k * x_last^d, runs from lo to hi."""
+
+    def grid(x_last: float) -> np.ndarray:
+        rel, d = (m.ravel() for m in np.meshgrid(np.geomspace(lo, hi, 24), shapes, indexing="ij"))
+        return np.column_stack([rel ** (1.0 / d) / x_last, d])
+
+    return grid
+
+
+def _janoschek_grid(x_last: float) -> np.ndarray:
+    rel, d = (m.ravel() for m in np.meshgrid(np.geomspace(0.2, 40.0, 24), np.geomspace(0.15, 2.0, 10),
+                                            indexing="ij"))  # fmt: skip
+    return np.column_stack([rel / x_last**d, d])
+
+
 FAMILIES = (
-    Family("pow3", "a + b*x^-c", ("c",), lambda xl: np.geomspace(0.01, 3.0, 60)[:, None], _pow3),
-    Family("exp3", "a + b*exp(-c*x)", ("c",), lambda xl: np.geomspace(0.2, 40.0, 60)[:, None] / xl, _exp3),
-    Family(
-        "mmf",
-        "a + b/(1 + (k*x)^d)",
-        ("k", "d"),
-        lambda xl: _grid(np.geomspace(0.3, 300.0, 24) / xl, np.geomspace(0.3, 3.0, 10)),
-        _mmf,
-    ),
-    Family(
-        "janoschek",
-        "a + b*exp(-k*x^d)",
-        ("k", "d"),
-        lambda xl: _grid(np.geomspace(0.2, 40.0, 24), np.geomspace(0.15, 2.0, 10)) / [xl, 1.0],
-        _janoschek,
-    ),
+    Family("pow3", "a + b*x^-c", ("c",), lambda x_last: np.geomspace(0.01, 3.0, 60)[:, None], _pow3),
+    Family("exp3", "a + b*exp(-c*x)", ("c",), _rate_grid, _exp3),
+    Family("mmf", "a + b/(1 + (k*x)^d)", ("k", "d"), _scale_shape_grid(0.3, 300.0, np.geomspace(0.3, 3, 10)), _mmf),
+    Family("janoschek", "a + b*exp(-k*x^d)", ("k", "d"), _janoschek_grid, _janoschek),
 )
 
 
@@ -120,18 +129,18 @@ class _Fit:
 def _fit(family: Family, x: np.ndarray, y: np.ndarray, x_last: float) -> _Fit | None:
     """Variable projection: the least-squares (a, b) for every theta of the grid, the best theta."""
     theta = family.grid(x_last)
-    if theta.ndim == 2 and theta.shape[1] != len(family.names):
-        theta = theta.reshape(-1, len(family.names))
     with np.errstate(all="ignore"):
         g = family.basis(x, theta)  # (G, n)
         gm = g.mean(axis=1, keepdims=True)
         ym = y.mean()
         gc = g - gm
         var = np.einsum("ij,ij->i", gc, gc)
+        var = np.where(var > 1e-12 * np.einsum("ij,ij->i", g, g), var, 0.0)  # g ~ constant: a, b unidentifiable
         cov = gc @ (y - ym)
         b = np.where(var > 1e-300, cov / np.where(var > 1e-300, var, 1.0), 0.0)
         a = ym - b * gm[:, 0]
-        sse = np.einsum("ij,ij->i", gc * b[:, None] - (y - ym)[None, :], gc * b[:, None] - (y - ym)[None, :])
+        r = gc * b[:, None] - (y - ym)[None, :]
+        sse = np.einsum("ij,ij->i", r, r)
     ok = np.isfinite(sse) & np.isfinite(a) & np.isfinite(b) & (var > 1e-300)
     if not ok.any():
         return None
@@ -199,8 +208,8 @@ def forecast_curve(
 ) -> Forecast | None:
     """Forecast the value of a metric at ``target_step`` from its curve so far.
 
-    None when there is too little to go on: fewer than 10 finite points, or a curve that has not
-    reached 5% of ``target_step``. Non-finite points are dropped and steps sorted. For a metric
+    None when there is too little to go on: fewer than 10 finite points (at 10 distinct steps),
+    or a curve that has not reached 5% of ``target_step``. Non-finite points are dropped and steps sorted. For a metric
     where higher is better (accuracy), pass ``lower_is_better=False``.
     """
     cleaned = _clean(steps, values)
@@ -211,7 +220,7 @@ def forecast_curve(
     if cleaned is None or not math.isfinite(target):
         return None
     s, v = cleaned
-    if len(s) < MIN_POINTS:
+    if len(s) < MIN_POINTS or len(np.unique(s)) < MIN_POINTS:
         return None
     offset = max(0.0, 1.0 - s[0])  # shifted steps start at 1 at least
     if target <= s[0] or s[-1] + offset < MIN_SPAN * (target + offset):
@@ -297,7 +306,7 @@ def forecast_curve(
     # The interval: holdout error grown with the extrapolation distance, the families' spread, noise.
     x_last = float(x[-1])
     x_cut = float(x[max(0, int(round(HOLDOUT_CUTS[-1] * len(x))) - 1)])
-    grow = math.log(1.0 / x_last) / max(math.log(x_last / x_cut), 1e-9)
+    grow = min(10.0, math.log(1.0 / x_last) / math.log(x_last / x_cut)) if x_last > x_cut * 1.001 else 1.0
     ho = float(np.dot(w, errs))
     between = float(np.sqrt(np.dot(w, (preds - value) ** 2)))
     sd = math.sqrt((ho * max(grow, 1.0)) ** 2 + between**2 + level_sd**2)

@@ -21,6 +21,9 @@ VANISH_GLOBAL = 1e-7
 EXPLODE_RATIO = 70.0
 EXPLODE_GROWTH = 100.0
 EXPLODE_ABSOLUTE = 1e3
+# ... or (SageMaker PoorWeightInitialization: activation variance ratio > 10 across layers) layer
+# output scales at the first step differing more than 30x (a variance ratio of about 1000).
+INIT_STD_RATIO = 30.0
 # gradient_norm_spike: 6 robust sigmas in log space and >= 5x the local median.
 GN_SPIKE_Z = 6.0
 GN_SPIKE_RATIO = 5.0
@@ -157,6 +160,15 @@ def exploding_gradients(data: RunData) -> Issue | None:
             first_step = int(gn.steps[0])
     if data.has_layers:
         layers = param_layers(data)
+        stds = [float(rows["act_std"][0]) for rows in layers.values() if np.isfinite(rows["act_std"][0])]
+        if len(stds) >= 2 and min(stds) > 0 and max(stds) / min(stds) > INIT_STD_RATIO:
+            spread = max(stds) / min(stds)
+            evidence["activation_std_spread"] = spread
+            reasons.append(
+                f"at the first step layer outputs differ {fmt(spread)}x in scale ({fmt(min(stds))} to "
+                f"{fmt(max(stds))}): the initialization is far off"
+            )
+            first_step = first_step or int(next(iter(layers.values()))["step"][0])
         if len(layers) >= 2:
             names = list(layers)
             g1 = np.asarray(layers[names[0]]["grad_norm"], float)
@@ -217,7 +229,7 @@ def gradient_norm_spike(data: RunData) -> Issue | None:
 def stale_gradients(data: RunData) -> Issue | None:
     """Gradients that are never zeroed (norm climbs step after step) or never recomputed (repeats)."""
     gn = _grad_norm(data)
-    need(len(gn) >= 20, f"only {len(gn)} gradient norms")
+    need(len(gn) >= 10, f"only {len(gn)} gradient norms")
     v = gn.values
     same = np.concatenate([[False], (v[1:] == v[:-1]) & np.isfinite(v[1:]) & (v[1:] != 0)])
     run, longest, end = 0, 0, 0

@@ -29,6 +29,7 @@ PLATEAU_WINDOW = 0.3
 PLATEAU_REL = 0.01
 # no_learning / slow_convergence: relative improvement first 10% -> last 10% of the run.
 NO_LEARNING_REL = 0.02
+VAL_MIN_POINTS = 5  # ... and a validation loss that never improved 2% over >= 5 evaluations
 SLOW_REL = 0.15
 # overfitting: validation loss >= 5% above its best, for >= 2 evaluations, while training improves.
 OVERFIT_RISE = 0.05
@@ -179,10 +180,14 @@ def loss_oscillation(data: RunData) -> Issue | None:
     if len(d) < 10:
         return None
     flips = float(np.mean(np.sign(d[1:]) != np.sign(d[:-1])))
+    # swings are measured against how far the loss has come down: small wiggles of a converged
+    # curve are noise, swings as large as the progress made are oscillation
     level = median(np.abs(b.values))
-    swing = median(np.abs(d)) / level if level > 0 else 0.0
+    drop = _level(b, 0, 0.1) - float(np.min(b.values))
+    scale = drop if drop > 0.05 * level else level
+    swing = median(np.abs(d)) / scale if scale > 0 else 0.0
     second_half = window(b, 0.5, 1.0)
-    progress = (second_half.values[0] - median(second_half.values[-5:])) / max(abs(level), 1e-12)
+    progress = (second_half.values[0] - median(second_half.values[-5:])) / max(scale, 1e-12)
     if flips < OSC_FLIP_RATE or swing < OSC_SWING or progress > 0.05:
         return None
     lr, _ = lr_text(data)
@@ -192,7 +197,7 @@ def loss_oscillation(data: RunData) -> Issue | None:
         title="The loss oscillates",
         message=(
             f"The smoothed loss changes direction at {flips:.0%} of intervals with typical swings of "
-            f"{swing:.0%} of its level, and made {max(progress, 0):.1%} net progress over the second half."
+            f"{swing:.0%} of the progress it made, and made {max(progress, 0):.1%} net progress over the second half."
         ),
         evidence={"flip_rate": flips, "relative_swing": swing, "second_half_progress": progress, "lr": lr},
         first_step=int(b.steps[0]),
@@ -256,7 +261,7 @@ def no_learning(data: RunData) -> Issue | None:
         return None  # started at (near) zero: nothing to learn, or a loss with another meaning
     trend = spearman(b.steps, b.values)
     if rel >= NO_LEARNING_REL or trend < -0.3:
-        return None
+        return _no_generalization(data, float(np.median(curve.values[:3])))
     lr, _ = lr_text(data)
     return Issue(
         code="no_learning",
@@ -278,6 +283,37 @@ def no_learning(data: RunData) -> Issue | None:
             "Check that optimizer.step() and loss.backward() run every step and that the optimizer holds the "
             "model's parameters; look for dead ReLUs (negative bias init) or saturated activations; verify "
             "that labels match inputs; then check the model can overfit a single batch."
+        ),
+    )
+
+
+def _no_generalization(data: RunData, untrained: float) -> Issue | None:
+    """Training improves but the validation loss never beats the untrained model's loss: nothing
+    learned transfers (labels shuffled apart from their inputs, say)."""
+    key = data.val_loss_key
+    if key is None:
+        return None
+    val = data.series(key).finite()
+    if len(val) < VAL_MIN_POINTS:
+        return None
+    first, best = untrained, float(np.min(val.values))
+    gain = (first - best) / max(abs(first), 1e-12)
+    if gain >= NO_LEARNING_REL:
+        return None
+    return Issue(
+        code="no_learning",
+        severity="critical",
+        title="Nothing learned generalizes",
+        message=(
+            f"The training loss falls but {key} never beat the untrained model: best {fmt(best)} vs a starting "
+            f"training loss of {fmt(first)} ({gain:+.1%} over {len(val)} evaluations). The model memorizes without "
+            "learning anything that transfers."
+        ),
+        evidence={"metric": key, "first_value": first, "best_value": best, "relative_improvement": gain},
+        first_step=int(val.steps[0]),
+        fix_prompt=(
+            "Check that labels are aligned with their inputs (no shuffling of one without the other, correct "
+            "label mapping) and that validation data are preprocessed exactly like training data."
         ),
     )
 

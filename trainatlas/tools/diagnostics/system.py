@@ -27,6 +27,8 @@ THROUGHPUT_DROP = 0.7
 OUTLIER_FACTOR = 3.0
 OUTLIER_INFO = 0.02
 OUTLIER_WARNING = 0.30
+# Timing checks need a run of some length: seconds of wall time say nothing about trends.
+MIN_TIMED_SECONDS = 3.0
 # rank_straggler: one rank's median step time > 1.2x the median over ranks.
 STRAGGLER = 1.2
 
@@ -136,6 +138,7 @@ def throughput_degradation(data: RunData) -> Issue | None:
         from trainatlas.tools.rundata import Series
 
         tp = Series(st.steps, 1.0 / np.maximum(st.values, 1e-12))
+    _need_duration(data)
     b = buckets(tp, 200)
     early, late = median(window(b, 0.1, 0.4).values), median(window(b, 0.8, 1.0).values)
     if early <= 0 or late >= THROUGHPUT_DROP * early:
@@ -159,6 +162,7 @@ def step_time_instability(data: RunData) -> Issue | None:
     """Many steps take far longer than the median (stalls, GC pauses, contention)."""
     st = data.series("time/step_s").finite()
     need(len(st) >= 100, "too few step times")
+    _need_duration(data)
     med = median(st.values)
     share = float(np.mean(st.values > OUTLIER_FACTOR * med))
     if share < OUTLIER_INFO:
@@ -175,6 +179,11 @@ def step_time_instability(data: RunData) -> Issue | None:
             "processes on the machine, and data-loader stalls; run torch.profiler around a slow step."
         ),
     )
+
+
+def _need_duration(data: RunData) -> None:
+    st = data.series("time/step_s").finite()
+    need(float(st.values.sum()) >= MIN_TIMED_SECONDS, f"the run is shorter than {MIN_TIMED_SECONDS:g} s")
 
 
 @check("rank_straggler", "system")
