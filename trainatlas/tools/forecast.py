@@ -1,16 +1,20 @@
 """Forecast where a training metric will end up: a weighted ensemble of learning-curve families.
 
-Numpy only and deterministic. The curve is cleaned (non-finite points dropped, steps sorted),
-reduced to at most ``MAX_BUCKETS`` bucket medians (robust to noise, fast on million-point curves)
-and its warm-up (the first steps, or up to the early peak) is skipped. Each family
-``y = a + b * g(x; theta)`` of the learning-curve extrapolation literature (Domhan et al. 2015:
-pow3, exp3, MMF, Janoschek) is fitted by variable projection: a grid over the nonlinear ``theta``,
-linear least squares for ``a`` and ``b``, with ``x = step / target_step``. Each family is scored on
-how well, fitted on the earlier part of the curve, it extrapolates to the later part; the weights
-follow from those holdout errors, a "last value" constant being one more member. The families are
-then refitted on the whole curve, their forecasts at ``target_step`` kept within sane bounds and
-averaged. The 80% interval combines the holdout errors (grown with the extrapolation distance),
-the spread between the families and the noise of the curve.
+Numpy only and deterministic. The curve is cleaned (non-finite points dropped, steps sorted) and
+turned into ``y``, lower is better (the loss itself; ``1 - metric`` for a higher-is-better metric
+within [0, 1] such as accuracy; else ``-metric``), reduced to at most ``MAX_BUCKETS`` bucket
+medians (robust to noise, fast on million-point curves), and its warm-up (the first ``WARMUP`` of
+the steps, or up to the early peak) is skipped. Each family ``y = a + b * g(x; theta)`` of the
+learning-curve extrapolation literature (Domhan et al. 2015: pow3, exp3, MMF, Janoschek), with
+``x = step / target_step``, is fitted by variable projection: a grid over the nonlinear ``theta``,
+closed-form least squares for ``a`` and ``b``; when ``y`` is positive each family is also fitted to
+``log y`` (a loss heading for zero). Every fit is scored on how well, fitted on the earlier part of
+the curve only, it extrapolates to the end of the later part (``HOLDOUT_CUTS``); a "last value"
+constant is one more member. Weights ~ 1 / holdout error ** ``WEIGHT_POWER``. The fits are redone
+on the whole curve, their forecasts at ``target_step`` kept within sane bounds (no more
+improvement than the recent slope continued in a straight line, a positive metric stays
+positive, no rise unless the curve is clearly rising) and averaged. The 80% interval combines the
+holdout error (grown with the extrapolation distance), the spread between the fits and the noise.
 """
 
 from __future__ import annotations
@@ -33,8 +37,11 @@ Z80 = 1.2815515655446004  # the 90% quantile of the standard normal: a two-sided
 
 
 class CurveFit(BaseModel):
-    """One member of the ensemble. ``params`` describe the curve in the metric's own units with
-    ``x = (step + offset) / (target_step + offset)`` (offset makes the first step at least 1)."""
+    """One member of the ensemble, with ``x = (step + offset) / (target_step + offset)`` (offset makes
+    the first step at least 1). For a linear family (``pow3``: metric = a + b*x^-c) ``a`` and ``b``
+    are in the metric's own units; for a ``-log`` one, log(y) = a + b*g(x) in the working units
+    (y = the metric if lower is better, 1 - metric for a [0, 1] metric, else -metric).
+    ``holdout_error`` is in the metric's units."""
 
     family: str
     params: dict[str, float]
@@ -129,19 +136,18 @@ class _Fit:
 def _fit(family: Family, x: np.ndarray, y: np.ndarray, x_last: float) -> _Fit | None:
     """Variable projection: the least-squares (a, b) for every theta of the grid, the best theta."""
     theta = family.grid(x_last)
-    with np.errstate(all="ignore"):
-        g = family.basis(x, theta)  # (G, n)
-        gm = g.mean(axis=1, keepdims=True)
-        ym = y.mean()
-        gc = g - gm
-        var = np.einsum("ij,ij->i", gc, gc)
-        var = np.where(var > 1e-12 * np.einsum("ij,ij->i", g, g), var, 0.0)  # g ~ constant: a, b unidentifiable
-        cov = gc @ (y - ym)
-        b = np.where(var > 1e-300, cov / np.where(var > 1e-300, var, 1.0), 0.0)
-        a = ym - b * gm[:, 0]
-        r = gc * b[:, None] - (y - ym)[None, :]
-        sse = np.einsum("ij,ij->i", r, r)
-    ok = np.isfinite(sse) & np.isfinite(a) & np.isfinite(b) & (var > 1e-300)
+    g = family.basis(x, theta)  # (G, n)
+    gm = g.mean(axis=1, keepdims=True)
+    ym = y.mean()
+    gc = g - gm
+    var = np.einsum("ij,ij->i", gc, gc)
+    var = np.where(var > 1e-12 * np.einsum("ij,ij->i", g, g), var, 0.0)  # g ~ constant: b unidentifiable
+    cov = gc @ (y - ym)
+    b = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 0.0)
+    a = ym - b * gm[:, 0]
+    r = gc * b[:, None] - (y - ym)[None, :]
+    sse = np.einsum("ij,ij->i", r, r)
+    ok = np.isfinite(sse) & np.isfinite(a) & np.isfinite(b) & (var > 0)
     if not ok.any():
         return None
     best = int(np.argmin(np.where(ok, sse, np.inf)))
@@ -212,6 +218,11 @@ def forecast_curve(
     or a curve that has not reached 5% of ``target_step``. Non-finite points are dropped and steps sorted. For a metric
     where higher is better (accuracy), pass ``lower_is_better=False``.
     """
+    with np.errstate(all="ignore"):  # overflow in a far-off grid point is expected, and handled
+        return _forecast(steps, values, target_step, lower_is_better)
+
+
+def _forecast(steps: object, values: object, target_step: object, lower_is_better: bool) -> Forecast | None:
     cleaned = _clean(steps, values)
     try:
         target = float(target_step)
@@ -226,8 +237,11 @@ def forecast_curve(
     if target <= s[0] or s[-1] + offset < MIN_SPAN * (target + offset):
         return None
     # Work with y, lower is better: the loss itself, 1 - accuracy for a metric within [0, 1], or -v.
+    # In units of the typical |y|, so that every threshold is relative and nothing overflows.
     sign, shift = (1.0, 0.0) if lower_is_better else (-1.0, 1.0 if v.min() >= 0 and v.max() <= 1 else 0.0)
     y = sign * (v - shift)
+    unit = next((u for u in (float(np.median(np.abs(y))), float(np.max(np.abs(y)))) if 0 < u < math.inf), 1.0)
+    y = np.clip(y / unit, -1e100, 1e100)
     scale = target + offset
     k_now = max(3, math.ceil(0.05 * len(y)))
     current = float(np.median(y[-k_now:]))
@@ -237,9 +251,10 @@ def forecast_curve(
 
     def out(value: float, low: float, high: float, fits: list[CurveFit], method: str) -> Forecast:
         lo, hi = (low, high) if sign > 0 else (high, low)
-        return Forecast(target_step=int(round(target)), value=shift + sign * value, low=shift + sign * lo,
-                        high=shift + sign * hi, current=shift + sign * current,
-                        best_so_far=shift + sign * best, fits=fits, method=method)  # fmt: skip
+        k = sign * unit
+        return Forecast(target_step=int(round(target)), value=shift + k * value, low=shift + k * lo,
+                        high=shift + k * hi, current=shift + k * current, best_so_far=shift + k * best,
+                        fits=fits, method=method)  # fmt: skip
 
     if target <= s[-1]:  # already seen: the robust level around the target
         pts = y[np.argsort(np.abs(s - target), kind="stable")[:k_now]]
@@ -250,7 +265,7 @@ def forecast_curve(
     bx = (bs + offset) / scale
     start = _warmup_end(bs, by)
     x, yy = bx[start:], by[start:]
-    if len(x) < 6 or np.ptp(yy) <= 1e-12 * max(1.0, abs(current)):
+    if len(x) < 6 or np.ptp(yy) <= 1e-12:
         return out(current, current - Z80 * level_sd, current + Z80 * level_sd, [],
                    "constant curve: the last value")  # fmt: skip
     positive = bool(np.all(y > 0))
@@ -267,9 +282,8 @@ def forecast_curve(
                 f = _fit(fam, xf, np.log(yf) if space == "log" else yf, x_end)
                 if f is None:
                     continue
-                with np.errstate(all="ignore"):
-                    p = f(x_to)
-                    p = np.exp(p) if space == "log" else p
+                p = f(x_to)
+                p = np.exp(p) if space == "log" else p
                 p = np.where(np.isfinite(p), p, hi)
                 name = fam.name if space == "lin" else f"{fam.name}-log"
                 params = {"a": f.a, "b": f.b, **dict(zip(fam.names, map(float, f.theta), strict=True))}
@@ -293,13 +307,13 @@ def forecast_curve(
     members = members_at(x, yy, current, np.array([1.0]))
     for m in members:
         m.error = _rms(errors.get(m.name, []))
-    floor = max(level_sd, 1e-12 * max(1.0, abs(current)))
+    floor = max(level_sd, 1e-12)
     errs = np.array([m.error for m in members])
     if np.isnan(errs).all():
         errs = np.ones_like(errs)
     errs = np.where(np.isnan(errs), np.nanmax(errs) * 10 + floor, errs)
     w = 1.0 / (errs + floor) ** WEIGHT_POWER
-    w /= w.sum()
+    w = w / w.sum() if np.isfinite(w).all() and w.sum() > 0 else np.full(len(w), 1.0 / len(w))
     preds = np.array([m.pred for m in members])
     value = float(np.dot(w, preds))
 
@@ -313,20 +327,23 @@ def forecast_curve(
     low, high = value - Z80 * sd, value + Z80 * sd
     if positive:
         low = max(low, 0.0)
-    fits = [CurveFit(family=m.name, params=_public(m, sign, shift), weight=float(wi), holdout_error=m.error)
+    fits = [CurveFit(family=m.name, params=_public(m, sign, shift, unit), weight=float(wi),
+                     holdout_error=m.error * unit)
             for m, wi in zip(members, w, strict=True)]  # fmt: skip
-    method = f"weighted ensemble of {len(members) - 1} curve fits and the last value"
+    families = len({m.name.removesuffix("-log") for m in members}) - 1
+    method = f"weighted ensemble of {families} curve families ({len(members) - 1} fits) and the last value"
     return out(value, low, high, fits, method)
 
 
-def _public(m: _Member, sign: float, shift: float) -> dict[str, float]:
-    """Parameters in the metric's own units where the model is linear in them."""
+def _public(m: _Member, sign: float, shift: float, unit: float) -> dict[str, float]:
+    """Parameters in the metric's own units where the model is linear in them (see CurveFit)."""
     p = dict(m.params)
     if m.name.endswith("-log"):
-        return p  # log(y) = a + b*g with y = shift + sign*metric: left in the working units
-    p["a"] = shift + sign * p["a"]
+        p["a"] += math.log(unit)  # log(y) = a + b*g in the working units, y = sign * (metric - shift)
+        return p
+    p["a"] = shift + sign * unit * p["a"]
     if "b" in p:
-        p["b"] = sign * p["b"]
+        p["b"] = sign * unit * p["b"]
     return p
 
 

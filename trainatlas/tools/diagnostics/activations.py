@@ -109,7 +109,7 @@ def attention_entropy_collapse(data: RunData) -> Issue | None:
         if len(s) < 10:
             continue
         b = buckets(s, 200)
-        early, late = median(window(b, 0, 0.1).values), median(window(b, 0.9, 1).values)
+        early, late = median(s.values[:5]), median(window(b, 0.9, 1).values)  # vs the initial entropy
         if early > 0 and late < ENTROPY_COLLAPSE * early:
             collapsed[key] = (early, late, int(b.steps[int(0.9 * len(b))]))
     if not collapsed:

@@ -20,17 +20,21 @@ HIGH_INTENSITY = 0.4
 
 
 def energy_share_after(data: RunData, step: int) -> tuple[float, float, float, str]:
-    """(share, after, total) of energy (kWh) or, without an energy meter, of time (s) after ``step``."""
+    """(share, after, total) of the run's energy after ``step``: kWh when CodeCarbon measured the
+    run, else seconds of compute. The share comes from the meter when it was read often enough to
+    place ``step``, else from step times (power roughly constant)."""
     kwh = data.series("energy/kwh").finite()
-    if len(kwh) >= 2:
-        total = float(kwh.values[-1])
-        at = value_at(kwh, step) or 0.0
-        return ((total - at) / total if total > 0 else 0.0), total - at, total, "kWh"
     st = data.series("time/step_s").finite()
-    need(len(st) >= 10, "no energy meter and no step times")
-    total = float(st.values.sum())
-    after = float(st.values[st.steps > step].sum())
-    return (after / total if total > 0 else 0.0), after, total, "s"
+    total_kwh = float(kwh.values[-1]) if len(kwh) else 0.0
+    if len(kwh) >= 10 and total_kwh > 0:
+        share = (total_kwh - (value_at(kwh, step) or 0.0)) / total_kwh
+    else:
+        need(len(st) >= 10, "no energy meter readings and no step times")
+        total_s = float(st.values.sum())
+        share = float(st.values[st.steps > step].sum()) / total_s if total_s > 0 else 0.0
+        if total_kwh <= 0:
+            return share, share * total_s, total_s, "s"
+    return share, share * total_kwh, total_kwh, "kWh"
 
 
 @check("energy_after_convergence", "sustainability")
