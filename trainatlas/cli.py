@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id, unique run name, or run directory")
     p.add_argument("--fail-on", choices=["critical", "warning"], default="critical")
 
+    p = sub.add_parser("compare", help="two runs side by side: config, metrics, speed, issues, verdict")
+    _add_common(p)
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+
+    p = sub.add_parser("carbon", help="sustainability report: energy, CO2, cost, grade, recommendations")
+    _add_common(p)
+    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("--carbon-price", type=float, default=50.0, help="EUR per tonne of CO2 (default: EU ETS 50)")
+
     p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
     _add_common(p)
     p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
@@ -354,6 +364,62 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# -- compare, carbon -----------------------------------------------------------------------------------
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from trainatlas.tools.compare import compare
+
+    c = compare(Catalog(args.root), args.run_a, args.run_b)
+
+    def render() -> None:
+        console.print(
+            f"[bold]A[/bold] {escape(c.a.name)} ({c.a.run_id}) vs [bold]B[/bold] {escape(c.b.name)} ({c.b.run_id})"
+        )
+        table = Table(title_justify="left")
+        for col in ("", "A", "B"):
+            table.add_column(col, justify="left" if not col else "right")
+        for ch in c.config_changes:
+            table.add_row(f"config {ch.key}", escape(str(ch.a)), escape(str(ch.b)))
+        for m in c.metrics:
+            table.add_row(f"{m.key} final", _num(m.final_a), _num(m.final_b))
+            table.add_row(
+                f"{m.key} best (step)", f"{_num(m.best_a)} ({m.best_step_a})", f"{_num(m.best_b)} ({m.best_step_b})"
+            )
+        table.add_row("s/step", _num(c.speed.get("step_s_a")), _num(c.speed.get("step_s_b")))
+        table.add_row("health", str(c.health["a"]), str(c.health["b"]))
+        table.add_row("issues only here", ", ".join(c.only_a) or "-", ", ".join(c.only_b) or "-")
+        console.print(table)
+        console.print(escape(c.verdict), highlight=False)
+
+    return _emit(args, c.model_dump(mode="json"), render)
+
+
+def cmd_carbon(args: argparse.Namespace) -> int:
+    from trainatlas.tools.sustainability import sustainability_report
+
+    r = sustainability_report(Catalog(args.root), args.run, args.carbon_price)
+
+    def render() -> None:
+        console.print(
+            f"[bold]{escape(r.run.name)}[/bold]: grade [bold]{r.grade}[/bold], {r.energy_kwh:.3g} kWh, "
+            f"{r.co2_kg:.3g} kg CO2, EUR {r.cost_eur:.3g} of carbon over {_duration(r.duration_s)} "
+            f"({'measured' if r.measured else 'estimated'}: {escape(r.basis)})",
+            highlight=False,
+        )
+        if r.power_w:
+            console.print("power " + ", ".join(f"{k} {v:.3g} W" for k, v in r.power_w.items()))
+        if r.share_after_convergence is not None:
+            console.print(
+                f"converged at step {r.convergence_step}; {r.share_after_convergence:.0%} of the energy came after"
+            )
+        for rec in r.recommendations:
+            console.print(f"- {escape(rec)}", highlight=False)
+        console.print(r.grade_rule, style="dim")
+
+    return _emit(args, r.model_dump(mode="json"), render)
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 
@@ -372,6 +438,8 @@ COMMANDS = {
     "diagnose": cmd_diagnose,
     "status": cmd_status,
     "check": cmd_check,
+    "compare": cmd_compare,
+    "carbon": cmd_carbon,
     "demo": cmd_demo,
 }
 

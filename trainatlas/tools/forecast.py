@@ -99,7 +99,7 @@ def _rate_grid(x_last: float) -> np.ndarray:
 
 
 def _scale_shape_grid(lo: float, hi: float, shapes: np.ndarray) -> Callable[[float], np.ndarray]:
-    """(k, d) pairs such that (k * x_last)^d, resp. k * x_last^d, runs from lo to hi."""
+    """(k, d) pairs such that (k * x_last)^d runs from lo to hi, for each shape d (MMF)."""
 
     def grid(x_last: float) -> np.ndarray:
         rel, d = (m.ravel() for m in np.meshgrid(np.geomspace(lo, hi, 24), shapes, indexing="ij"))
@@ -109,6 +109,7 @@ def _scale_shape_grid(lo: float, hi: float, shapes: np.ndarray) -> Callable[[flo
 
 
 def _janoschek_grid(x_last: float) -> np.ndarray:
+    """(k, d) pairs such that k * x_last^d runs from 0.2 to 40."""
     rel, d = (m.ravel() for m in np.meshgrid(np.geomspace(0.2, 40.0, 24), np.geomspace(0.15, 2.0, 10),
                                             indexing="ij"))  # fmt: skip
     return np.column_stack([rel / x_last**d, d])
@@ -117,7 +118,13 @@ def _janoschek_grid(x_last: float) -> np.ndarray:
 FAMILIES = (
     Family("pow3", "a + b*x^-c", ("c",), lambda x_last: np.geomspace(0.01, 3.0, 60)[:, None], _pow3),
     Family("exp3", "a + b*exp(-c*x)", ("c",), _rate_grid, _exp3),
-    Family("mmf", "a + b/(1 + (k*x)^d)", ("k", "d"), _scale_shape_grid(0.3, 300.0, np.geomspace(0.3, 3, 10)), _mmf),
+    Family(
+        "mmf",
+        "a + b/(1 + (k*x)^d)",
+        ("k", "d"),
+        _scale_shape_grid(0.3, 300.0, np.geomspace(0.3, 3, 10)),
+        _mmf,
+    ),
     Family("janoschek", "a + b*exp(-k*x^d)", ("k", "d"), _janoschek_grid, _janoschek),
 )
 
@@ -181,6 +188,18 @@ def _buckets(s: np.ndarray, y: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndar
     return bs, by
 
 
+def _despike(y: np.ndarray, half: int = 2, k: float = 6.0) -> np.ndarray:
+    """A Hampel filter: a point further than k robust sigmas from the median of its 2*half + 1
+    neighbours is replaced by that median (a loss spike, a bad evaluation)."""
+    if len(y) < 2 * half + 1:
+        return y
+    padded = np.concatenate([np.full(half, y[0]), y, np.full(half, y[-1])])
+    med = np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1), axis=1)
+    resid = np.abs(y - med)
+    sigma = max(1.4826 * float(np.median(resid)), 1e-9 * float(np.median(np.abs(y))))
+    return np.where(resid > k * sigma, med, y) if sigma > 0 else y
+
+
 def _noise(y: np.ndarray) -> float:
     """Robust point-to-point noise: the MAD of second differences over the later half."""
     tail = y[len(y) // 2 :]
@@ -215,8 +234,9 @@ def forecast_curve(
     """Forecast the value of a metric at ``target_step`` from its curve so far.
 
     None when there is too little to go on: fewer than 10 finite points (at 10 distinct steps),
-    or a curve that has not reached 5% of ``target_step``. Non-finite points are dropped and steps sorted. For a metric
-    where higher is better (accuracy), pass ``lower_is_better=False``.
+    or a curve that has not reached 5% of ``target_step``. Never raises: non-finite points are
+    dropped, steps sorted, odd input gives None. For a metric where higher is better (accuracy),
+    pass ``lower_is_better=False``.
     """
     with np.errstate(all="ignore"):  # overflow in a far-off grid point is expected, and handled
         return _forecast(steps, values, target_step, lower_is_better)
@@ -262,6 +282,7 @@ def _forecast(steps: object, values: object, target_step: object, lower_is_bette
         return out(lvl, float(np.quantile(pts, 0.1)), float(np.quantile(pts, 0.9)), [], "observed level")
 
     bs, by = _buckets(s, y, MAX_BUCKETS)
+    by = _despike(by)
     bx = (bs + offset) / scale
     start = _warmup_end(bs, by)
     x, yy = bx[start:], by[start:]
