@@ -28,7 +28,7 @@ class ETA(BaseModel):
     total_steps: int
     done_steps: int
     remaining_steps: int
-    step_time_s: float = Field(description="robust recent seconds per step")
+    step_time_s: float = Field(description="mean seconds per step over the last 30% of the run")
     seconds: float
     low_s: float = Field(description="10th percentile of the remaining time")
     high_s: float = Field(description="90th percentile of the remaining time")
@@ -83,12 +83,13 @@ def eta(data: RunData) -> ETA | None:
     if not len(times):
         return None
     remaining = max(0, total - done)
-    per_step = median(times)
+    per_step = float(np.mean(times))  # a sum of step times: the mean, pauses included, is what adds up
     if len(times) >= 20:  # spread of the mean over blocks of 10 steps
         blocks = times[: len(times) // 10 * 10].reshape(-1, 10).mean(axis=1)
         lo, hi = np.quantile(blocks, [0.1, 0.9])
     else:
         lo, hi = per_step * 0.9, per_step * 1.1
+    lo, hi = min(float(lo), per_step), max(float(hi), per_step)
     seconds = remaining * per_step
     end = datetime.now(timezone.utc) + timedelta(seconds=seconds)
     return ETA(total_steps=total, done_steps=done, remaining_steps=remaining, step_time_s=per_step,
