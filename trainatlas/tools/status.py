@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics.base import Issue
 from trainatlas.tools.forecast import Forecast, forecast_curve
-from trainatlas.tools.robust import median, window
+from trainatlas.tools.robust import window
 from trainatlas.tools.rundata import RunData
 
 CARBON_PRICE_EUR_PER_T = 50.0  # EU ETS order of magnitude, 2025-2026
