@@ -96,7 +96,8 @@ def train(scenario: Scenario, root: Any, steps: int, progress: Progress, task: A
 
 
 def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
-    from trainatlas.cli import console, list_runs, render_runs
+    from trainatlas.cli import console, list_runs, render_diagnosis, render_runs
+    from trainatlas.tools.report import diagnose
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
@@ -112,20 +113,24 @@ def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
     catalog = Catalog(root)
     rows = [r for r in list_runs(catalog, project=PROJECT) if r["run_id"] in run_ids]
     figures = _figures(catalog, run_ids)
+    diagnoses = [diagnose(catalog, run_id) for run_id in run_ids]
     if as_json:
-        print(json.dumps({"seconds": round(seconds, 2), "runs": rows, "figures": figures}, default=str))
+        payload = {"seconds": round(seconds, 2), "runs": rows, "figures": figures,
+                   "diagnoses": [d.model_dump(mode="json") for d in diagnoses]}  # fmt: skip
+        print(json.dumps(payload, default=str))
         return 0
     console.print(f"trained {len(run_ids)} runs in {seconds:.1f} s; written to {catalog.root}")
     render_runs(rows)
-    for scenario, fig in zip(SCENARIOS, figures, strict=True):
+    for scenario, fig, diagnosis in zip(SCENARIOS, figures, diagnoses, strict=True):
         console.print(
-            f"[bold]{scenario.name}[/bold] (bug: {scenario.bug}): final loss {fig['final_loss']:.4g}, "
-            f"best val acc {fig['best_val_acc']:.3f}, first non-finite loss at step "
-            f"{fig['first_nonfinite_step'] or '-'}, hidden units dead at the end {fig['dead_relu_frac']:.0%}",
+            f"\n[bold]{scenario.name}[/bold] (bug: {scenario.bug}): final loss {fig['final_loss']:.4g}, "
+            f"best val acc {fig['best_val_acc']:.3f}",
             highlight=False,
         )
+        render_diagnosis(diagnosis)
     console.print(
-        "\nNext: `trainatlas show dead-relu`, or SQL such as\n"
+        "\nNext: `trainatlas status healthy`, `trainatlas compare healthy lr-too-high`, "
+        "`trainatlas carbon healthy`, or SQL such as\n"
         '  trainatlas sql "SELECT r.name, max(s.step) FROM scalars s JOIN runs r USING (run_id) GROUP BY 1"'
     )
     return 0
