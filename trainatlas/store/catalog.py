@@ -112,41 +112,33 @@ class Catalog:
     def refresh(self) -> None:
         """Rescan the root: new runs, new statuses, newly corrupt or compacted shards."""
         rows: list[dict[str, Any]] = []
-        sources: dict[str, list[str]] = {t: [] for t in TABLES}
-        has_files = dict.fromkeys(TABLES, False)
+        run_sources: dict[str, dict[str, tuple[list[str], bool]]] = {}
         for run_dir in iter_run_dirs(self.root):
             try:
                 info = read_run_json(run_dir / RUN_FILE)
             except ValueError as exc:
                 warnings.warn(f"trainatlas: skipping run: {exc}", stacklevel=2)
                 continue
-            rows.append(_run_row(run_dir, info))
-            for table in TABLES:
-                paths, any_file = _table_sources(run_dir / table)
-                sources[table].extend(paths)
-                has_files[table] |= any_file
+            row = _run_row(run_dir, info)
+            rows.append(row)
+            run_sources[row["run_id"]] = {table: _table_sources(run_dir / table) for table in TABLES}
         self.runs = rows
+        self._run_sources = run_sources
         self._store("_trainatlas_runs", pa.Table.from_pylist(rows, schema=RUNS_SCHEMA))
         self.con.execute(
             "CREATE OR REPLACE VIEW runs AS SELECT * REPLACE (config::JSON AS config) FROM _trainatlas_runs"
         )
         for table in TABLES:
-            select = self._select(table, sources[table], has_files[table])
-            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {select}")
+            self._store(f"_trainatlas_empty_{table}", SCHEMAS[table].empty_table())
+            paths = [p for sources in run_sources.values() for p in sources[table][0]]
+            has_files = any(sources[table][1] for sources in run_sources.values())
+            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {_select(table, paths, has_files)}")
 
-    def _select(self, table: str, sources: list[str], has_files: bool) -> str:
-        """The view's query. The union with an empty table of the current schema gives every
-        column even when all shards predate it (NULL there)."""
-        empty = f"_trainatlas_empty_{table}"
-        self._store(empty, SCHEMAS[table].empty_table())
-        if not has_files:
-            return f"SELECT * FROM {empty}"
-        listing = "[" + ", ".join(_sql_str(s) for s in sources) + "]"
-        return (
-            f"SELECT {_columns(table)} FROM (SELECT run AS run_id, * EXCLUDE (run_id, run, project) "
-            f"FROM read_parquet({listing}, hive_partitioning=true, hive_types={{'project': VARCHAR, 'run': VARCHAR}}, "
-            f"union_by_name=true, allow_empty=true) UNION ALL BY NAME SELECT * FROM {empty})"
-        )
+    def run_table(self, table: str, run_id: str) -> str:
+        """A relation (SQL text) over one run's shards only: what per-run analysis reads, without
+        listing every other run's files."""
+        paths, has_files = self._run_sources.get(run_id, {}).get(table, ([], False))
+        return f"({_select(table, paths, has_files)})"
 
     def _store(self, name: str, table: pa.Table) -> None:
         """Copy an Arrow table into DuckDB (a registered Python object would not survive the
@@ -179,6 +171,20 @@ class Catalog:
         if len(prefix) == 1:
             return prefix[0]
         raise LookupError(f"no run {ref!r} under {self.root} (try `trainatlas runs`)")
+
+
+def _select(table: str, sources: list[str], has_files: bool) -> str:
+    """A table's query over shards. The union with an empty table of the current schema gives every
+    column even when all shards predate it (NULL there)."""
+    empty = f"_trainatlas_empty_{table}"
+    if not has_files:
+        return f"SELECT * FROM {empty}"
+    listing = "[" + ", ".join(_sql_str(s) for s in sources) + "]"
+    return (
+        f"SELECT {_columns(table)} FROM (SELECT run AS run_id, * EXCLUDE (run_id, run, project) "
+        f"FROM read_parquet({listing}, hive_partitioning=true, hive_types={{'project': VARCHAR, 'run': VARCHAR}}, "
+        f"union_by_name=true, allow_empty=true) UNION ALL BY NAME SELECT * FROM {empty})"
+    )
 
 
 def _sql_str(text: str) -> str:

@@ -39,6 +39,7 @@ class Series:
 
 EMPTY = Series(np.zeros(0, dtype=np.int64), np.zeros(0))
 
+LOAD_ALL_ROWS = 1_000_000  # runs up to this many scalar rows are loaded whole
 LOSS_KEYS = ("train/loss", "loss", "train_loss")
 VAL_LOSS_KEYS = ("val/loss", "eval/loss", "valid/loss", "val_loss", "eval_loss", "test/loss")
 
@@ -56,6 +57,7 @@ class RunData:
             self.info = {}
         config = run.get("config")
         self.config: dict[str, Any] = json.loads(config) if isinstance(config, str) else dict(config or {})
+        self.scalars_table = catalog.run_table("scalars", self.run_id)
         self._series: dict[str, Series] = {}
         self._keys: set[str] | None = None
         self._layers: dict[str, np.ndarray] | None = None
@@ -69,11 +71,21 @@ class RunData:
     @property
     def keys(self) -> set[str]:
         if self._keys is None:
-            rows = self.catalog.con.execute(
-                "SELECT DISTINCT key FROM scalars WHERE run_id = ?", [self.run_id]
+            counts = self.catalog.con.execute(
+                f"SELECT key, count(*) FROM {self.scalars_table} GROUP BY key ORDER BY key"
             ).fetchall()
-            self._keys = {k for (k,) in rows}
+            self._keys = {k for k, _ in counts}
+            if sum(n for _, n in counts) <= LOAD_ALL_ROWS:
+                self._load_all(counts)
         return self._keys
+
+    def _load_all(self, counts: list[tuple[str, int]]) -> None:
+        """A small run is read in one query (per-key queries would cost more in overhead)."""
+        got = self.catalog.con.execute(f"SELECT step, value FROM {self.scalars_table} ORDER BY key, step").fetchnumpy()
+        start = 0
+        for key, n in counts:
+            self._series[key] = _ordered(got["step"][start : start + n], got["value"][start : start + n])
+            start += n
 
     def has(self, key: str) -> bool:
         return key in self.keys
@@ -83,9 +95,9 @@ class RunData:
         if key not in self._series:
             if key not in self.keys:
                 self._series[key] = EMPTY
-            else:
+            elif key not in self._series:
                 got = self.catalog.con.execute(
-                    "SELECT step, value FROM scalars WHERE run_id = ? AND key = ?", [self.run_id, key]
+                    f"SELECT step, value FROM {self.scalars_table} WHERE key = ?", [key]
                 ).fetchnumpy()
                 self._series[key] = _ordered(got["step"], got["value"])
         return self._series[key]
@@ -124,7 +136,7 @@ class RunData:
         """Per-layer stats as columns (``step``, ``layer``, ``grad_norm``, ...), step order."""
         if self._layers is None:
             cols = self.catalog.con.execute(
-                "SELECT * FROM layers WHERE run_id = ? ORDER BY step, position", [self.run_id]
+                f"SELECT * FROM {self.catalog.run_table('layers', self.run_id)} ORDER BY step, position"
             ).fetchnumpy()
             self._layers = {}
             for name, col in cols.items():
@@ -140,10 +152,11 @@ class RunData:
         return len(self.layers()["step"]) > 0
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT step, ts, kind, code, severity, message, payload FROM events WHERE run_id = ?"
-        params: list[Any] = [self.run_id]
+        events = self.catalog.run_table('events', self.run_id)
+        sql = f"SELECT step, ts, kind, code, severity, message, payload FROM {events}"
+        params: list[Any] = []
         if kind:
-            sql += " AND kind = ?"
+            sql += " WHERE kind = ?"
             params.append(kind)
         cur = self.catalog.con.execute(sql + " ORDER BY ts", params)
         names = [d[0] for d in cur.description]

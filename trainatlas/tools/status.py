@@ -65,8 +65,7 @@ def step_times(data: RunData) -> np.ndarray:
     if key is None:
         return np.zeros(0)
     row = data.catalog.con.execute(
-        "SELECT min(ts), max(ts), min(step), max(step) FROM scalars WHERE run_id = ? AND key = ?",
-        [data.run_id, key],
+        f"SELECT min(ts), max(ts), min(step), max(step) FROM {data.scalars_table} WHERE key = ?", [key]
     ).fetchone()
     if row[0] is None or row[3] <= row[2] or row[1] <= row[0]:
         return np.zeros(0)
@@ -114,7 +113,7 @@ def power_w(data: RunData) -> tuple[float, bool, str]:
     kwh = data.series("energy/kwh").finite()
     if len(kwh) >= 2:
         row = data.catalog.con.execute(
-            "SELECT min(ts), max(ts) FROM scalars WHERE run_id = ? AND key = 'energy/kwh'", [data.run_id]
+            f"SELECT min(ts), max(ts) FROM {data.scalars_table} WHERE key = 'energy/kwh'"
         ).fetchone()
         elapsed = (row[1] - row[0]) if row[0] is not None else 0
         gained = float(kwh.values[-1] - kwh.values[0])

@@ -47,7 +47,7 @@ def duration_s(data: RunData) -> float:
     st = data.series("time/step_s").finite()
     if len(st):
         return float(st.values.sum())
-    row = data.catalog.con.execute("SELECT max(ts) - min(ts) FROM scalars WHERE run_id = ?", [data.run_id]).fetchone()
+    row = data.catalog.con.execute(f"SELECT max(ts) - min(ts) FROM {data.scalars_table}").fetchone()
     return float(row[0] or 0.0)
 
 
