@@ -22,7 +22,7 @@ import pyarrow as pa
 from trainatlas.store.catalog import Catalog
 from trainatlas.store.layout import run_dir
 from trainatlas.store.runinfo import utcnow_iso, write_run_json
-from trainatlas.store.schema import LAYERS, SCALARS
+from trainatlas.store.schema import arrow_schema
 from trainatlas.store.shards import shard_path, write_shard_atomic
 from trainatlas.tools.report import diagnose
 
@@ -53,7 +53,7 @@ def write_run(root: Path, run_id: str, steps: int, layer_every: int, shards: int
             {"run_id": [run_id] * n * len(values), "step": np.tile(s[part], len(values)),
              "ts": np.tile(s[part] * 0.05, len(values)), "key": np.repeat(list(values), n),
              "value": np.concatenate([v[part] for v in values.values()])},
-            schema=SCALARS,
+            schema=arrow_schema("scalars"),
         )  # fmt: skip
         write_shard_atomic(table, shard_path(d / "scalars", i))
     sampled = s[::layer_every]
@@ -69,7 +69,7 @@ def write_run(root: Path, run_id: str, steps: int, layer_every: int, shards: int
         "act_std": rng.uniform(0.5, 1.5, n), "act_zero_frac": rng.uniform(0.3, 0.5, n),
         "act_dead_frac": rng.uniform(0, 0.1, n), "act_sat_frac": [None] * n,
     }  # fmt: skip
-    write_shard_atomic(pa.table(layers, schema=LAYERS), shard_path(d / "layers", 0))
+    write_shard_atomic(pa.table(layers, schema=arrow_schema("layers")), shard_path(d / "layers", 0))
     write_run_json(d / "run.json", {"run_id": run_id, "name": run_id, "project": "bench", "status": "completed",
                                     "started_at": utcnow_iso(), "ended_at": utcnow_iso(), "steps": steps,
                                     "total_steps": steps, "config": {"lr": 1e-3}})  # fmt: skip

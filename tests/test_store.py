@@ -12,7 +12,7 @@ from conftest import observer, train
 
 import trainatlas
 from trainatlas.store.catalog import Catalog
-from trainatlas.store.schema import SCALARS
+from trainatlas.store.schema import arrow_schema
 from trainatlas.store.shards import compact, is_readable_shard, list_shards, shard_path, write_shard_atomic
 
 
@@ -21,7 +21,7 @@ def scalars(run_id: str, steps: range) -> pa.Table:
     return pa.table(
         {"run_id": [run_id] * n, "step": list(steps), "ts": [0.0] * n, "key": ["train/loss"] * n,
          "value": [float(s) for s in steps]},
-        schema=SCALARS,
+        schema=arrow_schema("scalars"),
     )  # fmt: skip
 
 

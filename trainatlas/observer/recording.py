@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from trainatlas.observer.values import to_floats
-from trainatlas.store.schema import EVENTS, LAYERS, SCALARS
+from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
 STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
@@ -100,7 +100,7 @@ class Recording:
         return pa.table(
             {"run_id": [run_id] * len(values), "step": col_step, "ts": col_ts,
              "key": col_key, "value": values},
-            schema=SCALARS,
+            schema=arrow_schema("scalars"),
         )  # fmt: skip
 
     def _flag_nonfinite(self, steps: list[int], ts: list[float], keys: list[str],
@@ -142,7 +142,7 @@ class Recording:
         }
         for j, stat in enumerate(LAYER_STATS):
             columns[stat] = values[j::n]
-        return pa.table(columns, schema=LAYERS)
+        return pa.table(columns, schema=arrow_schema("layers"))
 
     def _events(self, run_id: str, events: list[tuple[Any, ...]]) -> pa.Table:
         rows = [
@@ -150,4 +150,4 @@ class Recording:
              "severity": severity, "message": message, "payload": json.dumps(payload, default=str)}
             for step, ts, kind, code, severity, message, payload in events
         ]  # fmt: skip
-        return pa.Table.from_pylist(rows, schema=EVENTS)
+        return pa.Table.from_pylist(rows, schema=arrow_schema("events"))

@@ -1,50 +1,56 @@
-"""Arrow schemas of the three tables every run writes. Columns only ever get added."""
+"""The columns of the three tables every run writes. Columns only ever get added.
+
+Kept as plain (name, type) pairs so that reading (DuckDB) never has to import pyarrow; the writer
+gets Arrow schemas from ``arrow_schema``.
+"""
 
 from __future__ import annotations
 
-import pyarrow as pa
+from functools import cache
+from typing import Any
 
-SCALARS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("step", pa.int64()),
-        ("ts", pa.float64()),  # unix seconds
-        ("key", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "scalars": (
+        ("run_id", "VARCHAR"),
+        ("step", "BIGINT"),
+        ("ts", "DOUBLE"),  # unix seconds
+        ("key", "VARCHAR"),
+        ("value", "DOUBLE"),
+    ),
+    "layers": (
+        ("run_id", "VARCHAR"),
+        ("step", "BIGINT"),
+        ("layer", "VARCHAR"),
+        ("position", "INTEGER"),  # order of the layer in the model (first = 0)
+        ("module_type", "VARCHAR"),
+        ("param_count", "BIGINT"),
+        ("training", "BOOLEAN"),
+        ("grad_norm", "DOUBLE"),  # NULL: the layer got no gradient
+        ("weight_norm", "DOUBLE"),
+        ("update_ratio", "DOUBLE"),  # ||w_after - w_before|| / ||w_before|| over one step
+        ("act_mean", "DOUBLE"),
+        ("act_std", "DOUBLE"),
+        ("act_zero_frac", "DOUBLE"),  # share of output elements exactly 0
+        ("act_dead_frac", "DOUBLE"),  # share of output units that are 0 for the whole batch
+        ("act_sat_frac", "DOUBLE"),  # share saturated (tanh |y|>0.99, sigmoid y<0.01 or >0.99)
+    ),
+    "events": (
+        ("run_id", "VARCHAR"),
+        ("step", "BIGINT"),
+        ("ts", "DOUBLE"),
+        ("kind", "VARCHAR"),
+        ("code", "VARCHAR"),
+        ("severity", "VARCHAR"),
+        ("message", "VARCHAR"),
+        ("payload", "VARCHAR"),  # JSON text
+    ),
+}
 
-LAYERS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("step", pa.int64()),
-        ("layer", pa.string()),
-        ("position", pa.int32()),  # order of the layer in the model (first = 0)
-        ("module_type", pa.string()),
-        ("param_count", pa.int64()),
-        ("training", pa.bool_()),
-        ("grad_norm", pa.float64()),
-        ("weight_norm", pa.float64()),
-        ("update_ratio", pa.float64()),  # ||w_after - w_before|| / ||w_before|| over one step
-        ("act_mean", pa.float64()),
-        ("act_std", pa.float64()),
-        ("act_zero_frac", pa.float64()),  # share of output elements exactly 0
-        ("act_dead_frac", pa.float64()),  # share of output units that are 0 for the whole batch
-        ("act_sat_frac", pa.float64()),  # share saturated (tanh |y|>0.99, sigmoid y<0.01 or >0.99)
-    ]
-)
 
-EVENTS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("step", pa.int64()),
-        ("ts", pa.float64()),
-        ("kind", pa.string()),
-        ("code", pa.string()),
-        ("severity", pa.string()),
-        ("message", pa.string()),
-        ("payload", pa.string()),  # JSON text
-    ]
-)
+@cache
+def arrow_schema(table: str) -> Any:
+    import pyarrow as pa
 
-SCHEMAS: dict[str, pa.Schema] = {"scalars": SCALARS, "layers": LAYERS, "events": EVENTS}
+    types = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "INTEGER": pa.int32(), "DOUBLE": pa.float64(),
+             "BOOLEAN": pa.bool_()}  # fmt: skip
+    return pa.schema([(name, types[kind]) for name, kind in COLUMNS[table]])

@@ -13,9 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import Any
 
 _NAME = re.compile(r"^part-(\d+)(?:-(\d+))?\.parquet$")
 _MAGIC = b"PAR1"
@@ -30,8 +28,10 @@ class Shard:
     path: Path
 
 
-def write_shard_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` so that readers see either no file or the whole file."""
+def write_shard_atomic(table: Any, path: Path) -> None:
+    """Write an Arrow ``table`` to ``path`` so that readers see either no file or the whole file."""
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         pq.write_table(table, tmp)
@@ -96,6 +96,9 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
     ]
     if len(small) < min_shards:
         return None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     tables = [pq.read_table(s.path) for s in small]
     merged = pa.concat_tables(tables, promote_options="default")
     target = shard_path(table_dir, small[0].first, small[-1].last)
