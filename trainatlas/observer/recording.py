@@ -8,9 +8,10 @@ a host sync or I/O.
 from __future__ import annotations
 
 import json
-import math
+from itertools import chain, groupby, repeat
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from trainatlas.observer.values import to_floats
@@ -30,6 +31,11 @@ def take(items: list[Any]) -> list[Any]:
     batch = items[:n]
     del items[:n]
     return batch
+
+
+def repeat_each(items: list[Any], n: int) -> list[Any]:
+    """[a, b] -> [a, a, b, b] for n=2, without a Python-level loop per element."""
+    return list(chain.from_iterable(repeat(item, n) for item in items)) if n != 1 else items
 
 
 def lr_key(group: int) -> str:
@@ -66,39 +72,51 @@ class Recording:
 
     def _scalars(self, run_id: str, steps: list[tuple[Any, ...]],
                  logged: list[tuple[int, float, dict[str, Any]]]) -> pa.Table:  # fmt: skip
+        """Long rows (step, ts, key, value), built column-wise with list operations that run in C:
+        this thread competes with training for the GIL."""
         col_step: list[int] = []
         col_ts: list[float] = []
         col_key: list[str] = []
         raw: list[Any] = []
 
-        def add(step: int, ts: float, key: str, value: Any) -> None:
-            if value is not None:
-                col_step.append(step)
-                col_ts.append(ts)
-                col_key.append(key)
-                raw.append(value)
+        def extend(key: str, col_s: tuple[int, ...], col_t: tuple[float, ...], values: tuple[Any, ...]) -> None:
+            if None in values:
+                keep = [i for i, v in enumerate(values) if v is not None]
+                col_s, col_t, values = ([c[i] for i in keep] for c in (col_s, col_t, values))
+            col_step.extend(col_s)
+            col_ts.extend(col_t)
+            col_key.extend([key] * len(values))
+            raw.extend(values)
 
         if steps:
             self.last_step = max(self.last_step, steps[-1][0])
-        for step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch in steps:
-            for key, value in zip(STEP_KEYS, (loss, grad_norm, step_s, data_s, batch_size), strict=False):
-                add(step, ts, key, value)
-            if batch_size and step_s:
-                add(step, ts, "throughput/samples_per_s", batch_size / step_s)
-            for group, lr in enumerate(lrs):
-                add(step, ts, lr_key(group), lr)
-            add(step, ts, "epoch", epoch)
-        for step, ts, values in logged:
-            for key, value in values.items():
-                add(step, ts, str(key), value)
+            s_step, s_ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch = zip(*steps, strict=True)
+            for key, column in zip(STEP_KEYS, (loss, grad_norm, step_s, data_s, batch_size), strict=True):
+                extend(key, s_step, s_ts, column)
+            speed = tuple(b / t if b and t else None for b, t in zip(batch_size, step_s, strict=True))
+            extend("throughput/samples_per_s", s_step, s_ts, speed)
+            for group in range(max(map(len, lrs))):
+                extend(lr_key(group), s_step, s_ts, tuple(g[group] if len(g) > group else None for g in lrs))
+            extend("epoch", s_step, s_ts, epoch)
+        # consecutive log() calls with the same keys (the usual case) are transposed in bulk
+        for keys, run in groupby(logged, key=lambda entry: tuple(entry[2])):
+            entries = list(run)
+            n = len(keys)
+            col_step.extend(repeat_each([e[0] for e in entries], n))
+            col_ts.extend(repeat_each([e[1] for e in entries], n))
+            col_key.extend(keys * len(entries))
+            raw.extend(chain.from_iterable(e[2].values() for e in entries))
         converted = to_floats(raw)
-        keep = [i for i, v in enumerate(converted) if v is not None]  # strings and the like are dropped
-        if len(keep) < len(converted):
-            col_step, col_ts, col_key = ([c[i] for i in keep] for c in (col_step, col_ts, col_key))
-        values: list[float] = [converted[i] for i in keep]  # type: ignore[misc]
+        if None in converted:  # strings and the like are dropped
+            keep = [i for i, v in enumerate(converted) if v is not None]
+            columns = (col_step, col_ts, col_key, converted)
+            col_step, col_ts, col_key, converted = ([c[i] for i in keep] for c in columns)
+        values: list[float] = converted  # type: ignore[assignment]
         self._flag_nonfinite(col_step, col_ts, col_key, values)
+        if any(type(k) is not str for k in set(col_key)):
+            col_key = [str(k) for k in col_key]
         return pa.table(
-            {"run_id": [run_id] * len(values), "step": col_step, "ts": col_ts,
+            {"run_id": pa.repeat(run_id, len(values)), "step": col_step, "ts": col_ts,
              "key": col_key, "value": values},
             schema=arrow_schema("scalars"),
         )  # fmt: skip
@@ -107,9 +125,12 @@ class Recording:
                         values: list[float]) -> None:  # fmt: skip
         """Sparse flags (only where it happened) and one event the first time."""
         flags = {"train/loss": "nonfinite_loss", "grad_norm": "nonfinite_gradients"}
-        for i in range(len(values)):
+        if not values:
+            return
+        bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))  # usually empty
+        for i in bad.tolist():
             code = flags.get(keys[i])
-            if code is None or math.isfinite(values[i]):
+            if code is None:
                 continue
             steps.append(steps[i])
             ts.append(ts[i])
