@@ -38,6 +38,7 @@ from trainatlas.store.shards import (
 CARBON_EVERY_S = 5.0
 GRAD_NORM_BUDGET = 0.005  # share of step time the per-step gradient norm may take
 GRAD_NORM_MAX_GAP = 50  # ... but at least one gradient norm every this many steps
+MAX_PENDING_STEPS = 20_000  # unwritten steps (or log calls) before recording thins out
 
 
 class Observer:
@@ -98,6 +99,7 @@ class Observer:
         self._grad_norm_every = grad_norm_every
         self._grad_norm_budget = Budget(GRAD_NORM_BUDGET)
         self._last_grad_norm_step = 0
+        self._thinning = False
         self._next_shard = dict.fromkeys(TABLES, 0)
         self._lock = threading.RLock()  # the background thread, watch() and close()
         self._stop = threading.Event()
@@ -176,7 +178,10 @@ class Observer:
                 loss = loss.detach()
             grad_norm = self._grad_norm(s, now) if self._params else None
             lrs = tuple(g["lr"] for g in self._optimizer.param_groups) if self._optimizer else ()
-            self._rec.steps.append((s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
+            pending = self._rec.steps
+            if len(pending) >= MAX_PENDING_STEPS and self._thinned_out(s, len(pending)):
+                return
+            pending.append((s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
             sampler = self._sampler
             if sampler is not None:
                 if sampler.armed:
@@ -187,12 +192,28 @@ class Observer:
             self._channels.disable("steps", exc)
         self._last_end = time.perf_counter()
 
+    def _thinned_out(self, step: int, pending: int) -> bool:
+        """Bound memory when steps come faster than they can be written (a loop that does nothing
+        but log): keep 1 step in 2, 4, 8, ... as the backlog grows, instead of growing without limit."""
+        keep_every = 2 ** (pending // MAX_PENDING_STEPS)
+        if not self._thinning:
+            self._thinning = True
+            self._rec.event(step, time.time(), "observer", "recording_thinned", "warning",
+                            "steps arrive faster than they can be written: recording is thinned")  # fmt: skip
+        if step % keep_every:
+            self._last_end = time.perf_counter()
+            return True
+        return False
+
     def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
         """Record named scalars (numbers or tensors) at the current step, e.g. ``val/loss``."""
         if not self.recording or "log" not in self._channels:
             return
         try:
-            self._rec.logged.append((self.global_step if step is None else int(step), time.time(), dict(values)))
+            pending = self._rec.logged
+            if len(pending) >= MAX_PENDING_STEPS and self._thinned_out(self.global_step, len(pending)):
+                return
+            pending.append((self.global_step if step is None else int(step), time.time(), dict(values)))
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("log", exc)
 
@@ -215,6 +236,8 @@ class Observer:
                             "info" if status == "completed" else "critical",
                             f"run {status} after {self.global_step} steps")  # fmt: skip
             self._flush()
+            while self._rec.pending() and "writer" in self._channels:
+                self._flush()
             for table in TABLES:
                 self._channels.run("writer", compact, self.dir / table)
             self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step)
@@ -265,7 +288,7 @@ class Observer:
         system = self._channels.run("system", SystemSampler)
         carbon = self._channels.run("carbon", self._start_carbon) if self._carbon_on() else None
         next_carbon = time.monotonic() + CARBON_EVERY_S
-        while not self._stop.wait(self.flush_every_s):
+        while not self._stop.wait(0.0 if self._backlogged() else self.flush_every_s):
             with self._lock:
                 if system is not None:
                     self._sample("system", system.sample)
@@ -277,6 +300,9 @@ class Observer:
             self._sample("system", system.sample)
         if carbon is not None:
             self._sample("carbon", carbon.stop)
+
+    def _backlogged(self) -> bool:
+        return max(len(self._rec.steps), len(self._rec.logged)) >= MAX_PENDING_STEPS // 4
 
     def _carbon_on(self) -> bool:
         if "carbon" not in self._channels:
@@ -316,6 +342,7 @@ class Observer:
                 self._next_shard[table] += 1
                 if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
                     compact(table_dir, ROLLING_COMPACT_AT)
+            _release_arrow_memory()
             self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
             self._info["channels_off"] = self._channels.failures
             self._write_info()
@@ -343,6 +370,14 @@ class Observer:
     def _write_info(self) -> None:
         with self._lock:
             write_run_json(self.dir / RUN_FILE, self._info)
+
+
+def _release_arrow_memory() -> None:
+    """Arrow's allocator keeps freed buffers for reuse; give them back so that the training
+    process does not grow by what the writer once needed."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 # -- runs left open when the interpreter exits -----------------------------------------------------

@@ -18,6 +18,7 @@ from trainatlas.observer.values import to_floats
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
+DRAIN_CHUNK = 10_000
 STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
 LAYER_STATS = (
     "grad_norm", "weight_norm", "update_ratio",
@@ -25,9 +26,10 @@ LAYER_STATS = (
 )  # fmt: skip
 
 
-def take(items: list[Any]) -> list[Any]:
-    """Remove and return what is in ``items`` now; appends racing with this are kept."""
-    n = len(items)
+def take(items: list[Any], limit: int | None = None) -> list[Any]:
+    """Remove and return (at most ``limit`` of) what is in ``items`` now; appends racing with
+    this are kept."""
+    n = len(items) if limit is None else min(len(items), limit)
     batch = items[:n]
     del items[:n]
     return batch
@@ -61,10 +63,14 @@ class Recording:
               payload: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.events.append((step, ts, kind, code, severity, message, payload or {}))
 
+    def pending(self) -> bool:
+        return bool(self.steps or self.logged or self.layers or self.events)
+
     def drain(self, run_id: str) -> dict[str, pa.Table]:
-        """Tables for everything recorded since the last drain (empty tables left out)."""
+        """Tables for what was recorded since the last drain, at most ``DRAIN_CHUNK`` steps and log
+        calls at a time so that converting a backlog never needs much memory (empty tables left out)."""
         tables = {
-            "scalars": self._scalars(run_id, take(self.steps), take(self.logged)),
+            "scalars": self._scalars(run_id, take(self.steps, DRAIN_CHUNK), take(self.logged, DRAIN_CHUNK)),
             "layers": self._layers(run_id, take(self.layers)),
         }
         tables["events"] = self._events(run_id, take(self.events))

@@ -16,24 +16,26 @@ def to_floats(values: list[Any]) -> list[float | None]:
     if set(map(type, values)) <= {float, int}:  # the common case, at C speed
         return list(map(float, values))
     out: list[float | None] = [None] * len(values)
-    by_device: dict[Any, list[int]] = {}
+    groups: dict[Any, list[int]] = {}
     for i, v in enumerate(values):
         if v is None:
             continue
         if is_tensor(v):
-            by_device.setdefault(v.device, []).append(i)
+            # 0-d tensors of one device and dtype (losses, norms) stack in one call, no op per tensor
+            kind = (v.device, v.dtype) if v.dim() == 0 else (v.device, None)
+            groups.setdefault(kind, []).append(i)
             continue
         with contextlib.suppress(TypeError, ValueError):
             out[i] = float(v)
-    if by_device:
+    if groups:
         import torch
 
-        for idx in by_device.values():
-            with torch.no_grad():
-                parts = [_scalar(values[i]) for i in idx]
-                floats = torch.stack(parts).double().cpu().tolist()
-            for i, f in zip(idx, floats, strict=False):
-                out[i] = f
+        with torch.no_grad():
+            for (_, dtype), idx in groups.items():
+                tensors = [values[i] for i in idx] if dtype is not None else [_scalar(values[i]) for i in idx]
+                floats = torch.stack(tensors).double().cpu().tolist()
+                for i, f in zip(idx, floats, strict=True):
+                    out[i] = f
     return out
 
 

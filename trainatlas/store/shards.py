@@ -18,6 +18,7 @@ from typing import Any
 _NAME = re.compile(r"^part-(\d+)(?:-(\d+))?\.parquet$")
 _MAGIC = b"PAR1"
 SMALL_SHARD_BYTES = 8 << 20
+MERGE_BYTES = 64 << 20  # a merge rewrites at most this much
 ROLLING_COMPACT_AT = 64  # small shards in one table directory before they are merged
 
 
@@ -89,21 +90,42 @@ def is_readable_shard(path: Path) -> bool:
 
 
 def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
-    """Merge the run of small shards in ``table_dir`` into one when there are at least
-    ``min_shards`` of them. Unreadable shards are left alone. Returns the new shard."""
-    small = [
-        s for s in list_shards(table_dir) if s.path.stat().st_size < SMALL_SHARD_BYTES and is_readable_shard(s.path)
-    ]
+    """Merge the first run of small shards in ``table_dir`` (up to ``MERGE_BYTES`` of them) into one
+    when there are at least ``min_shards``. Streams shard by shard, so memory stays bounded by
+    the largest shard. Unreadable shards are left alone. Returns the new shard."""
+    small = []
+    total = 0
+    for shard in list_shards(table_dir):
+        size = shard.path.stat().st_size
+        if size >= SMALL_SHARD_BYTES or not is_readable_shard(shard.path) or total + size > MERGE_BYTES:
+            if len(small) >= min_shards:
+                break
+            small, total = [], 0
+            continue
+        small.append(shard)
+        total += size
     if len(small) < min_shards:
         return None
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(s.path) for s in small]
-    merged = pa.concat_tables(tables, promote_options="default")
+    schema = pa.unify_schemas([pq.read_schema(s.path) for s in small])
     target = shard_path(table_dir, small[0].first, small[-1].last)
-    write_shard_atomic(merged, target)
-    for s in small:
-        if s.path != target:
-            s.path.unlink(missing_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for shard in small:
+                table = pq.read_table(shard.path)
+                columns = [
+                    table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
+                    for f in schema
+                ]
+                writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    for shard in small:
+        if shard.path != target:
+            shard.path.unlink(missing_ok=True)
     return target

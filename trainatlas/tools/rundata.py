@@ -152,7 +152,7 @@ class RunData:
         return len(self.layers()["step"]) > 0
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        events = self.catalog.run_table('events', self.run_id)
+        events = self.catalog.run_table("events", self.run_id)
         sql = f"SELECT step, ts, kind, code, severity, message, payload FROM {events}"
         params: list[Any] = []
         if kind:
