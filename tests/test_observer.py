@@ -355,3 +355,18 @@ def test_values_that_are_not_numbers_are_dropped_not_stored_as_nan(root):
     rows = con.execute("SELECT key, value FROM scalars WHERE key IN ('val/acc', 'note', 'val/loss')").fetchall()
     assert sorted(rows, key=str)[0] == ("val/acc", 0.5) and len(rows) == 2
     assert math.isnan(dict(rows)["val/loss"])  # a real NaN is data, and kept
+
+
+def test_memory_stays_bounded_when_steps_outpace_the_writer(root, monkeypatch):
+    from trainatlas.observer import observer as observer_module
+
+    monkeypatch.setattr(observer_module, "MAX_PENDING_STEPS", 100)
+    obs = observer(root, flush_every_s=3600)  # the writer sleeps: nothing drains the buffer
+    for step in range(5000):
+        obs.step(loss=1.0 / (step + 1))
+    assert len(obs._rec.steps) < 2000  # thinned out (1 in 2, 4, 8, ...) instead of growing to 5000
+    obs.close()
+    con = trainatlas.open_catalog(root)
+    kept = con.execute("SELECT count(*), max(step) FROM scalars WHERE key = 'train/loss'").fetchone()
+    assert 100 < kept[0] < 2000
+    assert con.execute("SELECT code FROM events WHERE kind = 'observer'").fetchall() == [("recording_thinned",)]
