@@ -179,9 +179,8 @@ class Observer:
             grad_norm = self._grad_norm(s, now) if self._params else None
             lrs = tuple(g["lr"] for g in self._optimizer.param_groups) if self._optimizer else ()
             pending = self._rec.steps
-            if len(pending) >= MAX_PENDING_STEPS and self._thinned_out(s, len(pending)):
-                return
-            pending.append((s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
+            if len(pending) < MAX_PENDING_STEPS or not self._thinned_out(s, len(pending)):
+                pending.append((s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
             sampler = self._sampler
             if sampler is not None:
                 if sampler.armed:
@@ -200,10 +199,7 @@ class Observer:
             self._thinning = True
             self._rec.event(step, time.time(), "observer", "recording_thinned", "warning",
                             "steps arrive faster than they can be written: recording is thinned")  # fmt: skip
-        if step % keep_every:
-            self._last_end = time.perf_counter()
-            return True
-        return False
+        return step % keep_every != 0
 
     def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
         """Record named scalars (numbers or tensors) at the current step, e.g. ``val/loss``."""
@@ -211,9 +207,8 @@ class Observer:
             return
         try:
             pending = self._rec.logged
-            if len(pending) >= MAX_PENDING_STEPS and self._thinned_out(self.global_step, len(pending)):
-                return
-            pending.append((self.global_step if step is None else int(step), time.time(), dict(values)))
+            if len(pending) < MAX_PENDING_STEPS or not self._thinned_out(self.global_step, len(pending)):
+                pending.append((self.global_step if step is None else int(step), time.time(), dict(values)))
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("log", exc)
 
