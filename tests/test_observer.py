@@ -33,8 +33,8 @@ def test_per_step_scalars_match_the_training(root):
     keys = {k for (k,) in con.execute("SELECT DISTINCT key FROM scalars").fetchall()}
     assert {"train/loss", "lr", "grad_norm", "time/step_s", "time/data_s", "batch_size"} <= keys
     assert {"throughput/samples_per_s"} <= keys
-    lr = con.execute("SELECT min(value), max(value), count(*) FROM scalars WHERE key = 'lr'").fetchone()
-    assert lr == (0.05, 0.05, 40)
+    lr = con.execute("SELECT min(value), max(value), list(step ORDER BY step) FROM scalars WHERE key = 'lr'").fetchone()
+    assert lr == (0.05, 0.05, [1, 11, 21, 31])  # read every LR_EVERY steps
     run = con.execute("SELECT name, status, steps, config->>'lr' FROM runs").fetchone()
     assert run == ("basic", "completed", 40, "0.05")
 
@@ -69,14 +69,15 @@ def test_learning_rate_of_every_param_group_and_schedule(root):
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=5, gamma=0.5)
     with observer(root) as obs:
         obs.watch(model, opt)
-        for _ in range(10):
+        for _ in range(25):
             opt.step()
             obs.step(loss=1.0)
             sched.step()
     lr0 = dict(scalar_series(root, obs.run_id, "lr"))
     lr1 = dict(scalar_series(root, obs.run_id, "lr/group1"))
-    assert lr0[5] == pytest.approx(0.1) and lr1[5] == pytest.approx(0.01)
-    assert lr0[6] == pytest.approx(0.05) and lr1[6] == pytest.approx(0.005)
+    assert sorted(lr0) == sorted(lr1) == [1, 11, 21]
+    assert lr0[1] == pytest.approx(0.1) and lr1[1] == pytest.approx(0.01)
+    assert lr0[11] == pytest.approx(0.1 * 0.5**2) and lr1[21] == pytest.approx(0.01 * 0.5**4)
 
 
 def test_data_wait_is_the_time_before_the_forward(root):

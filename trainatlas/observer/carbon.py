@@ -20,7 +20,7 @@ def carbon_available() -> bool:
 class CarbonMeter:
     """Cumulative energy (kWh), CO2 (kg) and power by component (W) of this process."""
 
-    def __init__(self, country: str | None = None, measure_every_s: float = 5.0) -> None:
+    def __init__(self, country: str | None = None, measure_every_s: float = 15.0) -> None:
         os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
         from codecarbon import OfflineEmissionsTracker
 

@@ -23,7 +23,6 @@ from typing import Any
 from trainatlas.observer.guard import Budget, Channels
 from trainatlas.observer.recording import Recording
 from trainatlas.observer.system import SystemSampler
-from trainatlas.observer.values import is_tensor
 from trainatlas.store.layout import RUN_FILE, TABLES, new_run_id, resolve_root, run_dir
 from trainatlas.store.runinfo import process_identity, utcnow_iso, write_run_json
 from trainatlas.store.shards import (
@@ -35,10 +34,12 @@ from trainatlas.store.shards import (
     write_shard_atomic,
 )
 
-CARBON_EVERY_S = 5.0
+CARBON_EVERY_S = 15.0
 GRAD_NORM_BUDGET = 0.005  # share of step time the per-step gradient norm may take
 GRAD_NORM_MAX_GAP = 50  # ... but at least one gradient norm every this many steps
 MAX_PENDING_STEPS = 20_000  # unwritten steps (or log calls) before recording thins out
+LR_EVERY = 10  # learning rates are read every this many steps (schedules change slowly)
+HEARTBEAT_EVERY_S = 10.0  # run.json is rewritten this often (and at close); readers allow 120 s
 
 
 class Observer:
@@ -100,6 +101,8 @@ class Observer:
         self._grad_norm_budget = Budget(GRAD_NORM_BUDGET)
         self._last_grad_norm_step = 0
         self._thinning = False
+        self._wall = time.time() - time.perf_counter()  # perf_counter -> unix time, without a call per step
+        self._next_heartbeat = 0.0
         self._next_shard = dict.fromkeys(TABLES, 0)
         self._lock = threading.RLock()  # the background thread, watch() and close()
         self._stop = threading.Event()
@@ -174,13 +177,14 @@ class Observer:
             start = self._forward_start
             data_s = start - last if last is not None and start is not None else None
             self._forward_start = None
-            if loss is not None and is_tensor(loss):
-                loss = loss.detach()
+            if loss is not None and type(loss) is not float:
+                loss = loss.detach() if hasattr(loss, "detach") else loss
             grad_norm = self._grad_norm(s, now) if self._params else None
-            lrs = tuple(g["lr"] for g in self._optimizer.param_groups) if self._optimizer else ()
+            opt = self._optimizer
+            lrs = tuple(g["lr"] for g in opt.param_groups) if opt is not None and s % LR_EVERY == 1 else ()
             pending = self._rec.steps
             if len(pending) < MAX_PENDING_STEPS or not self._thinned_out(s, len(pending)):
-                pending.append((s, time.time(), loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
+                pending.append((s, self._wall + now, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
             sampler = self._sampler
             if sampler is not None:
                 if sampler.armed:
@@ -238,6 +242,7 @@ class Observer:
             self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step)
             if error:
                 self._info["traceback"] = error
+            self._info["channels_off"] = self._channels.failures
             self._write_info()
 
     def __enter__(self) -> Observer:
@@ -338,9 +343,11 @@ class Observer:
                 if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
                     compact(table_dir, ROLLING_COMPACT_AT)
             _release_arrow_memory()
-            self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
-            self._info["channels_off"] = self._channels.failures
-            self._write_info()
+            if time.monotonic() >= self._next_heartbeat:
+                self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
+                self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
+                self._info["channels_off"] = self._channels.failures
+                self._write_info()
         except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training
             self._channels.disable("writer", exc)
             self._rec.clear()
