@@ -32,6 +32,8 @@ test: $(VENV)/.installed
 bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/observer_overhead.py
 	.venv-bench/bin/python benchmarks/query_scale.py
+	.venv-bench/bin/python benchmarks/diagnose_scale.py
+	.venv-bench/bin/python benchmarks/forecast_eval.py
 
 clean:
 	rm -rf $(VENV) .venv-bench trainatlas-runs .pytest_cache
