@@ -41,24 +41,3 @@ class Channels:
         except Exception as exc:  # noqa: BLE001 - any failure of ours must not reach the training
             self.disable(name, exc)
             return None
-
-
-class Budget:
-    """Lets an optional cost run only while its total stays under a fraction of elapsed time.
-
-    On a GPU a fused gradient norm is a few kernel launches and runs every step; on a tiny CPU
-    model it would cost several percent, and then it runs every few steps instead.
-    """
-
-    def __init__(self, fraction: float) -> None:
-        self.fraction = fraction
-        self.spent = 0.0
-        self.start: float | None = None
-
-    def allows(self, now: float) -> bool:
-        if self.start is None:
-            self.start = now
-        return self.spent <= self.fraction * (now - self.start)
-
-    def spend(self, seconds: float) -> None:
-        self.spent += seconds

@@ -8,6 +8,7 @@ tensors to floats in bulk, writes one shard per table about every second and kee
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from trainatlas.observer.guard import Budget, Channels
+from trainatlas.observer.guard import Channels
 from trainatlas.observer.recording import Recording
 from trainatlas.observer.system import SystemSampler
 from trainatlas.store.layout import RUN_FILE, TABLES, new_run_id, resolve_root, run_dir
@@ -98,8 +99,7 @@ class Observer:
         self._last_end: float | None = None
         self._forward_start: float | None = None
         self._grad_norm_every = grad_norm_every
-        self._grad_norm_budget = Budget(GRAD_NORM_BUDGET)
-        self._last_grad_norm_step = 0
+        self._next_grad_norm = 1  # the step at which the global gradient norm is next computed
         self._thinning = False
         self._wall = time.time() - time.perf_counter()  # perf_counter -> unix time, without a call per step
         self._next_heartbeat = 0.0
@@ -140,10 +140,11 @@ class Observer:
             return
         try:
             from trainatlas.observer.environment import model_summary, optimizer_summary
-            from trainatlas.observer.layers import LayerSampler
+            from trainatlas.observer.layers import LayerSampler, global_grad_norm
 
             self._model, self._optimizer = model, optimizer
             self._params = [p for p in model.parameters() if p.requires_grad]
+            self._global_grad_norm = global_grad_norm
             self._hooks.append(model.register_forward_pre_hook(self._on_forward))
             with self._lock:
                 self._info["model"] = model_summary(model, optimizer)
@@ -168,7 +169,7 @@ class Observer:
     ) -> None:
         """Record one optimizer step. ``loss`` may be a tensor: it is not synced to the host here."""
         now = time.perf_counter()
-        if not self.recording or "steps" not in self._channels:
+        if not self.recording or "steps" not in self._channels.enabled:
             return
         try:
             self.global_step = s = self.global_step + 1 if step is None else int(step)
@@ -179,7 +180,7 @@ class Observer:
             self._forward_start = None
             if loss is not None and type(loss) is not float:
                 loss = loss.detach() if hasattr(loss, "detach") else loss
-            grad_norm = self._grad_norm(s, now) if self._params else None
+            grad_norm = self._grad_norm(s, step_s) if self._params and s >= self._next_grad_norm else None
             opt = self._optimizer
             lrs = tuple(g["lr"] for g in opt.param_groups) if opt is not None and s % LR_EVERY == 1 else ()
             pending = self._rec.steps
@@ -265,18 +266,20 @@ class Observer:
         if self._forward_start is None:
             self._forward_start = time.perf_counter()
 
-    def _grad_norm(self, step: int, now: float) -> Any:
-        from trainatlas.observer.layers import global_grad_norm
-
-        every = self._grad_norm_every
-        if every is not None:
-            return global_grad_norm(self._params) if step % every == 0 else None
-        if not self._grad_norm_budget.allows(now) and step - self._last_grad_norm_step < GRAD_NORM_MAX_GAP:
-            return None
-        norm = global_grad_norm(self._params)
-        if self._last_grad_norm_step:  # the first call warms kernels up: not a steady cost
-            self._grad_norm_budget.spend(time.perf_counter() - now)
-        self._last_grad_norm_step = step
+    def _grad_norm(self, step: int, step_s: float | None) -> Any:
+        """The global gradient norm, and when to compute it next: every ``grad_norm_every`` steps, or
+        as often as keeps its measured cost under ``GRAD_NORM_BUDGET`` of the step time (at least
+        every ``GRAD_NORM_MAX_GAP`` steps). Skipped steps cost one integer comparison."""
+        start = time.perf_counter()
+        norm = self._global_grad_norm(self._params)
+        cost = time.perf_counter() - start
+        if self._grad_norm_every is not None:
+            interval = self._grad_norm_every
+        elif step_s is None:  # the first step: kernels warm up, nothing to compare with yet
+            interval = 1
+        else:
+            interval = min(GRAD_NORM_MAX_GAP, max(1, math.ceil(cost / (GRAD_NORM_BUDGET * max(step_s, 1e-9)))))
+        self._next_grad_norm = step + interval
         return norm
 
     def _collect_layers(self, step: int) -> None:
