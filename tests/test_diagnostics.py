@@ -189,7 +189,7 @@ def test_huge_initialization_is_flagged(root):
 
 def test_missing_zero_grad_accumulates_gradients(root):
     model = mlp()
-    run_id = record(root, "no-zero-grad", model=model, zero_grad=False,
+    run_id = record(root, "no-zero-grad", model=model, zero_grad=False, grad_norm_every=1,
                     optimizer=torch.optim.SGD(model.parameters(), lr=0.01))  # fmt: skip
     stale = assert_found(root, run_id, "stale_gradients", {"critical"})
     assert "zero_grad" in stale.fix_prompt and stale.evidence["growth"] > 5
