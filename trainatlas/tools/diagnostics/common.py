@@ -38,20 +38,18 @@ def value_at(series: Series, step: int) -> float | None:
     return float(series.values[i]) if i >= 0 else None
 
 
-def lr_text(data: RunData, step: int | None = None) -> tuple[float | None, str]:
-    """The learning rate of param group 0 (at ``step``, else the last) and how to name it."""
+def lr_at(data: RunData, step: int | None = None) -> float | None:
+    """The learning rate of param group 0 at ``step`` (the last one when not given)."""
     lr = data.series("lr")
     if not len(lr):
-        return None, "the learning rate"
+        return None
     value = value_at(lr, step) if step is not None else float(lr.values[-1])
-    if value is None:
-        value = float(lr.values[0])
-    return value, "the learning rate of param group 0"
+    return float(lr.values[0]) if value is None else value
 
 
 def change_lr(data: RunData, factor: float, step: int | None = None) -> str:
     """An instruction such as 'lower the learning rate of param group 0 from 1 to 0.1'."""
-    lr, _ = lr_text(data, step)
+    lr = lr_at(data, step)
     verb = "lower" if factor < 1 else "raise"
     if lr is None:
         return f"{verb} the learning rate {max(factor, 1 / factor):g}x"

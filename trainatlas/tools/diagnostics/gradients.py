@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.diagnostics.common import change_lr, lr_text
+from trainatlas.tools.diagnostics.common import change_lr, lr_at
 from trainatlas.tools.robust import buckets, find_spikes, median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
@@ -80,7 +80,7 @@ def nonfinite_gradients(data: RunData) -> Issue | None:
     if not bad_steps:
         return None
     first = int(min(bad_steps))
-    lr, _ = lr_text(data, first)
+    lr = lr_at(data, first)
     return Issue(
         code="nonfinite_gradients",
         severity="critical",
@@ -182,7 +182,7 @@ def exploding_gradients(data: RunData) -> Issue | None:
                     first_step = first_step or int(layers[names[0]]["step"][0])
     if not reasons:
         return None
-    lr, _ = lr_text(data)
+    lr = lr_at(data)
     return Issue(
         code="exploding_gradients",
         severity="critical" if len(reasons) > 1 else "warning",
@@ -376,7 +376,7 @@ def update_ratio_out_of_range(data: RunData) -> Issue | None:
     high = {k: v for k, v in medians.items() if v > UPDATE_HIGH}
     if UPDATE_LOW <= overall <= UPDATE_HIGH and not any(v > 1 for v in high.values()):
         return None
-    lr, _ = lr_text(data)
+    lr = lr_at(data)
     too_high = overall > UPDATE_HIGH or any(v > 1 for v in high.values())
     target = lr * 1e-3 / overall if lr and overall > 0 else None
     return Issue(

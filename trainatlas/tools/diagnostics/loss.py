@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.diagnostics.common import change_lr, finite_prefix, loss_curve, lr_text, train_loss, value_at
+from trainatlas.tools.diagnostics.common import change_lr, finite_prefix, loss_curve, lr_at, train_loss, value_at
 from trainatlas.tools.robust import buckets, find_spikes, median, rolling_median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
@@ -54,7 +54,7 @@ def nonfinite_loss(data: RunData) -> Issue | None:
     first = int(loss.steps[np.argmax(bad)])
     before = finite_prefix(loss)
     last_good = float(before.values[-1]) if len(before) else None
-    lr, _ = lr_text(data, first)
+    lr = lr_at(data, first)
     return Issue(
         code="nonfinite_loss",
         severity="critical",
@@ -104,7 +104,7 @@ def loss_divergence(data: RunData) -> Issue | None:
     if not (exploded or diverged):
         return None
     first = int(curve.steps[peak_i]) if exploded and not diverged else int(b.steps[best_i])
-    lr, _ = lr_text(data, first)
+    lr = lr_at(data, first)
     what = (
         f"|loss| reached {fmt(float(curve.values[peak_i]))} at step {int(curve.steps[peak_i])}, "
         f"{fmt(abs(float(curve.values[peak_i])) / scale)}x its early level {fmt(early)}"
@@ -190,7 +190,7 @@ def loss_oscillation(data: RunData) -> Issue | None:
     progress = (second_half.values[0] - median(second_half.values[-5:])) / max(scale, 1e-12)
     if flips < OSC_FLIP_RATE or swing < OSC_SWING or progress > 0.05:
         return None
-    lr, _ = lr_text(data)
+    lr = lr_at(data)
     return Issue(
         code="loss_oscillation",
         severity="warning",
@@ -222,7 +222,7 @@ def loss_plateau(data: RunData) -> Issue | None:
     rel = (start - end) / max(abs(start), 1e-12)
     if rel >= PLATEAU_REL:
         return None
-    lr, _ = lr_text(data)
+    lr = lr_at(data)
     return Issue(
         code="loss_plateau",
         severity="info",
@@ -262,7 +262,7 @@ def no_learning(data: RunData) -> Issue | None:
     trend = spearman(b.steps, b.values)
     if rel >= NO_LEARNING_REL or trend < -0.3:
         return _no_generalization(data, float(np.median(curve.values[:3])))
-    lr, _ = lr_text(data)
+    lr = lr_at(data)
     return Issue(
         code="no_learning",
         severity="critical",
@@ -328,7 +328,7 @@ def slow_convergence(data: RunData) -> Issue | None:
     still = (_level(tail, 0, 0.3) - _level(tail, 0.7, 1.0)) / max(abs(first), 1e-12)
     if not (NO_LEARNING_REL <= rel < SLOW_REL and trend < -0.6 and still > 0.005):
         return None
-    lr, _ = lr_text(data)
+    lr = lr_at(data)
     return Issue(
         code="slow_convergence",
         severity="warning",
