@@ -369,3 +369,21 @@ def test_unknown_check_code_is_a_clear_error(root):
         diagnose(Catalog(root), run_id, ["dead_relus"])
     only = diagnose(Catalog(root), run_id, ["nonfinite_loss"])
     assert not only.issues and not only.skipped
+
+
+def test_gradients_never_recomputed_are_stale(root):
+    """backward() ran once; every later optimizer step reuses the same gradients."""
+    x, y, _, _ = digits()
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with trainatlas.Observer("tests", "stale", root, carbon=False, grad_norm_every=1) as obs:
+        obs.watch(model, opt)
+        nn.functional.cross_entropy(model(x[:64]), y[:64]).backward()
+        for _ in range(30):
+            opt.step()
+            with torch.no_grad():
+                loss = nn.functional.cross_entropy(model(x[:64]), y[:64])
+            obs.step(loss=loss)
+    stale = assert_found(root, obs.run_id, "stale_gradients", {"critical"})
+    assert stale.evidence["identical_run"] == 30 and stale.first_step == 1
+    assert "not being recomputed" in stale.message

@@ -136,21 +136,22 @@ def windows(data: RunData, size: int | None = None) -> list[Window]:
     val_key = data.val_loss_key
     val = data.series(val_key) if val_key else None
     index = (loss.steps - 1) // size
+    bounds = np.flatnonzero(np.diff(index)) + 1  # series are in step order: windows are slices
     out = []
-    for w in np.unique(index):
-        sel = index == w
-        values = loss.values[sel]
+    for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(index)], strict=True):
+        values = loss.values[a:b]
         level = float(np.median(values)) if np.isfinite(values).all() else math.nan
-        end = int((w + 1) * size)
-        entry = Window(end_step=min(end, int(loss.steps[sel][-1])), loss=level)
+        w = int(index[a])
+        end = (w + 1) * size
+        entry = Window(end_step=min(end, int(loss.steps[b - 1])), loss=level)
         if len(lr):
-            in_w = (lr.steps > w * size) & (lr.steps <= end)
-            if in_w.any():
-                entry.lr_first, entry.lr_last = float(lr.values[in_w][0]), float(lr.values[in_w][-1])
+            i, j = np.searchsorted(lr.steps, [w * size, end], side="right")
+            if j > i:
+                entry.lr_first, entry.lr_last = float(lr.values[i]), float(lr.values[j - 1])
         if val is not None and len(val):
-            seen = val.steps <= end
-            if seen.any():
-                entry.val = float(val.values[seen][-1])
+            k = int(np.searchsorted(val.steps, end, side="right"))
+            if k:
+                entry.val = float(val.values[k - 1])
         out.append(entry)
     return out
 

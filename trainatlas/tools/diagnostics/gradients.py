@@ -231,12 +231,13 @@ def stale_gradients(data: RunData) -> Issue | None:
     gn = _grad_norm(data)
     need(len(gn) >= 10, f"only {len(gn)} gradient norms")
     v = gn.values
-    same = np.concatenate([[False], (v[1:] == v[:-1]) & np.isfinite(v[1:]) & (v[1:] != 0)])
-    run, longest, end = 0, 0, 0
-    for i, s in enumerate(same):
-        run = run + 1 if s else 0
-        if run > longest:
-            longest, end = run, i
+    same = np.concatenate([[False], (v[1:] == v[:-1]) & np.isfinite(v[1:]) & (v[1:] != 0), [False]])
+    edges = np.flatnonzero(np.diff(same.astype(np.int8)))  # starts and ends of runs of repeats
+    starts, ends = edges[::2], edges[1::2]
+    longest, end = 0, 0
+    if len(starts):
+        k = int(np.argmax(ends - starts))
+        longest, end = int(ends[k] - starts[k]), int(ends[k])
     finite = gn.finite()
     b = buckets(finite, 200)
     corr = spearman(b.steps, b.values)
