@@ -65,11 +65,6 @@ def rolling_median(values: np.ndarray, width: int) -> np.ndarray:
     return np.median(view, axis=1)[:n]
 
 
-def first_step_where(series: Series, mask: np.ndarray) -> int | None:
-    hits = np.flatnonzero(mask)
-    return int(series.steps[hits[0]]) if len(hits) else None
-
-
 def find_spikes(series: Series, z: float, min_ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points far above their local level: ``z`` robust sigmas (in log space for positive series)
     and at least ``min_ratio`` times the local median. Returns (first index of each spike, ratio of

@@ -32,10 +32,6 @@ class Series:
         ok = np.isfinite(self.values)
         return self if ok.all() else Series(self.steps[ok], self.values[ok])
 
-    def after(self, step: int) -> Series:
-        keep = self.steps > step
-        return Series(self.steps[keep], self.values[keep])
-
 
 EMPTY = Series(np.zeros(0, dtype=np.int64), np.zeros(0))
 
@@ -150,17 +146,6 @@ class RunData:
     @property
     def has_layers(self) -> bool:
         return len(self.layers()["step"]) > 0
-
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
-        events = self.catalog.run_table("events", self.run_id)
-        sql = f"SELECT step, ts, kind, code, severity, message, payload FROM {events}"
-        params: list[Any] = []
-        if kind:
-            sql += " WHERE kind = ?"
-            params.append(kind)
-        cur = self.catalog.con.execute(sql + " ORDER BY ts", params)
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def _ordered(steps: Any, values: Any) -> Series:
