@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -176,7 +177,7 @@ def run_details(catalog: Catalog, ref: str) -> dict[str, Any]:
     from trainatlas.store.runinfo import read_run_json
 
     run = catalog.resolve(ref)
-    info = read_run_json(__import__("pathlib").Path(run["path"]) / RUN_FILE)
+    info = read_run_json(Path(run["path"]) / RUN_FILE)
     con = catalog.con
     metrics = con.execute(
         """SELECT key, count(*) AS n, min(step) AS first_step, max(step) AS last_step,

@@ -123,10 +123,6 @@ class Observer:
         self.recording = self._open_run_dir()
         if not self.recording:
             return
-        from trainatlas.observer.environment import environment
-
-        self._info["environment"] = environment()
-        self._write_info()
         _live.add(self)
         self._thread = threading.Thread(target=self._background, name="trainatlas", daemon=True)
         self._thread.start()
@@ -288,6 +284,15 @@ class Observer:
     # -- the background thread -----------------------------------------------------------------
 
     def _background(self) -> None:
+        from trainatlas.observer.environment import environment
+
+        try:  # a git call and imports: done here, off the training's start path
+            env = environment()
+        except Exception as exc:  # noqa: BLE001 - a missing detail must not cost the recording
+            env = {"error": repr(exc)}
+        with self._lock:
+            self._info["environment"] = env
+            self._write_info()
         system = self._channels.run("system", SystemSampler)
         carbon = self._channels.run("carbon", self._start_carbon) if self._carbon_on() else None
         next_carbon = time.monotonic() + CARBON_EVERY_S

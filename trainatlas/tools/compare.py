@@ -116,8 +116,8 @@ def compare(catalog: Catalog, ref_a: str, ref_b: str) -> Comparison:
         speed[f"step_s_{side}"] = median(st.values) if len(st) else None
         speed[f"samples_per_s_{side}"] = median(tp.values) if len(tp) else None
     comparison = Comparison(
-        a=RunRef(**{k: da.run[k] for k in RunRef.model_fields}),
-        b=RunRef(**{k: db.run[k] for k in RunRef.model_fields}),
+        a=RunRef.of(da),
+        b=RunRef.of(db),
         config_changes=changes, metrics=metrics, speed=speed,
         curves={k: _aligned(k, da, db) for k, _ in keys},
         only_a=sorted(codes_a - codes_b), only_b=sorted(codes_b - codes_a), both=sorted(codes_a & codes_b),

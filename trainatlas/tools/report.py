@@ -23,6 +23,10 @@ class RunRef(BaseModel):
     steps: int
     path: str
 
+    @classmethod
+    def of(cls, data: RunData) -> RunRef:
+        return cls(**{k: data.run[k] for k in cls.model_fields})
+
 
 class Diagnosis(BaseModel):
     run: RunRef
@@ -49,10 +53,6 @@ class Status(BaseModel):
     recommendation: Advice
 
 
-def _ref(data: RunData) -> RunRef:
-    return RunRef(**{k: data.run[k] for k in RunRef.model_fields})
-
-
 def diagnose(catalog: Catalog, ref: str, codes: list[str] | None = None) -> Diagnosis:
     """Every check (or the chosen ones) on one run, with its health score, phase and advice."""
     data = RunData.load(catalog, ref)
@@ -60,7 +60,7 @@ def diagnose(catalog: Catalog, ref: str, codes: list[str] | None = None) -> Diag
     phase = phase_history(data).phase
     remaining = eta(data)
     advice = advise(data, issues, phase, remaining, forecast(data))
-    return Diagnosis(run=_ref(data), health_score=health_score(issues), phase=phase, issues=issues,
+    return Diagnosis(run=RunRef.of(data), health_score=health_score(issues), phase=phase, issues=issues,
                      skipped=skipped, eta=remaining, recommendation=advice)  # fmt: skip
 
 
@@ -75,5 +75,5 @@ def status(catalog: Catalog, ref: str) -> Status:
     metric = (
         MetricForecast(metric=predicted[0], lower_is_better=predicted[1], forecast=predicted[2]) if predicted else None
     )
-    return Status(run=_ref(data), phase=tracker.phase, transitions=[t.as_event() for t in tracker.transitions],
+    return Status(run=RunRef.of(data), phase=tracker.phase, transitions=[t.as_event() for t in tracker.transitions],
                   eta=remaining, forecast=metric, recommendation=advice)  # fmt: skip

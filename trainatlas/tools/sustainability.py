@@ -98,7 +98,7 @@ def sustainability_report(
             "Install the carbon extra (pip install 'trainatlas[carbon]') to measure instead of estimate."
         )
     return SustainabilityReport(
-        run=RunRef(**{k: data.run[k] for k in RunRef.model_fields}),
+        run=RunRef.of(data),
         measured=measured,
         basis=("CodeCarbon offline tracker" if measured else basis)
         + f"; {g:.0f} g CO2/kWh" + (" (default)" if default_intensity else ""),
