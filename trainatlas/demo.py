@@ -96,8 +96,9 @@ def train(scenario: Scenario, root: Any, steps: int, progress: Progress, task: A
 
 
 def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
-    from trainatlas.cli import console, list_runs, render_diagnosis, render_runs
+    from trainatlas.cli import console, render_diagnosis, render_runs
     from trainatlas.tools.report import diagnose
+    from trainatlas.tools.runs import list_runs
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     started = time.perf_counter()
