@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run id, unique run name, or run directory")
     p.add_argument("--carbon-price", type=float, default=50.0, help="EUR per tonne of CO2 (default: EU ETS 50)")
 
+    p = sub.add_parser("serve", help="MCP server over the root: stdio (default) or streamable HTTP")
+    p.add_argument("--root", help="runs directory (default: $TRAINATLAS_ROOT or ./trainatlas-runs)")
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP interface (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (or set $TRAINATLAS_TOKEN)")
+
     p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
     _add_common(p)
     p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
@@ -362,6 +369,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.root, args.steps, as_json=args.json)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from trainatlas.server import serve
+
+    serve(args.root, http=args.http, host=args.host, port=args.port, token=args.token)
+    return 0
+
+
 COMMANDS = {
     "runs": cmd_runs,
     "show": cmd_show,
@@ -372,6 +386,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "carbon": cmd_carbon,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 

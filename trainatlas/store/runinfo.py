@@ -44,7 +44,19 @@ def read_run_json(path: Path) -> dict[str, Any]:
     return info
 
 
+KEPT_KEYS = ("review",)  # written by readers (the MCP server); kept when the Observer rewrites run.json
+
+
 def write_run_json(path: Path, info: dict[str, Any]) -> None:
+    """Replace run.json atomically, carrying over the keys readers own when ``info`` lacks them."""
+    missing = [k for k in KEPT_KEYS if k not in info]
+    if missing and path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if isinstance(old, dict):
+            info = {**info, **{k: old[k] for k in missing if k in old}}
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     tmp.write_text(json.dumps(info, indent=1, default=str))
     os.replace(tmp, path)

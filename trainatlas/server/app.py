@@ -1,0 +1,99 @@
+"""``build_server(root)`` assembles the trainatlas MCP server; ``serve`` runs it over stdio or
+streamable HTTP.
+
+Start-up stays lean: the analysis modules import numpy and DuckDB only, never torch, and
+matplotlib loads on the first plot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+# Quiet, offline start: no banner on stderr, no update check against the package index.
+for _key, _value in {
+    "FASTMCP_SHOW_SERVER_BANNER": "false",
+    "FASTMCP_CHECK_FOR_UPDATES": "off",
+    "FASTMCP_LOG_LEVEL": "WARNING",
+    "FASTMCP_ENABLE_RICH_TRACEBACKS": "false",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+from fastmcp import FastMCP  # noqa: E402
+
+from trainatlas import __version__  # noqa: E402
+from trainatlas.server.state import RootState  # noqa: E402
+from trainatlas.server.subscriptions import Subscriptions  # noqa: E402
+
+TOKEN_ENV = "TRAINATLAS_TOKEN"
+INSTRUCTIONS = """\
+trainatlas answers questions about PyTorch training runs recorded under one root directory.
+Start with list_runs; diagnose finds problems (each issue has evidence and a fix_prompt to act on);
+training_status gives phase, ETA, forecast and whether to stop; query_sql runs read-only DuckDB SQL
+(read trainatlas://schema first). Keep a belief about the run and save it with record_belief."""
+
+
+def build_server(root: str | Path | None = None, token: str | None = None, poll_s: float | None = None) -> FastMCP:
+    """The MCP server over ``root``; ``token`` requires ``Authorization: Bearer <token>`` over HTTP."""
+    from trainatlas.server.prompts import register_prompts
+    from trainatlas.server.resources import register_resources
+    from trainatlas.server.tools import register_tools
+
+    state = RootState(root)
+    subscriptions = Subscriptions(state) if poll_s is None else Subscriptions(state, poll_s)
+
+    @asynccontextmanager
+    async def lifespan(_server: FastMCP) -> AsyncIterator[dict[str, Any]]:
+        # A plain task: the lifespan is entered and left in different tasks, which a task group forbids.
+        watcher = asyncio.get_running_loop().create_task(subscriptions.watch())
+        try:
+            yield {"root": str(state.root)}
+        finally:
+            watcher.cancel()
+
+    mcp = FastMCP(
+        "trainatlas",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        mask_error_details=True,
+        lifespan=lifespan,
+        auth=_bearer(token) if token else None,
+    )
+    register_tools(mcp, state)
+    register_resources(mcp, state)
+    register_prompts(mcp)
+    subscriptions.install(mcp)
+    return mcp
+
+
+def _bearer(token: str) -> Any:
+    from fastmcp.server.auth.providers.debug import DebugTokenVerifier
+
+    return DebugTokenVerifier(validate=lambda given: hmac.compare_digest(given.encode(), token.encode()))
+
+
+def serve(
+    root: str | Path | None = None,
+    http: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    token: str | None = None,
+    path: str = "/mcp",
+) -> None:
+    """Run the server until interrupted: stdio by default, streamable HTTP with ``http=True``."""
+    warnings.filterwarnings("ignore", message=".*deprecated.*", module="mcp.*")
+    token = token or os.environ.get(TOKEN_ENV) or None
+    if not http:
+        build_server(root).run(show_banner=False)
+        return
+    mcp = build_server(root, token=token)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    allowed = None if loopback else [host, f"{host}:{port}"]
+    mcp.run(transport="http", host=host, port=port, path=path, show_banner=False,
+            host_origin_protection=True, allowed_hosts=allowed)  # fmt: skip

@@ -1,0 +1,34 @@
+"""MCP prompts: the belief-state prompt texts of ``trainatlas.prompts``, with their arguments."""
+
+from typing import Annotated
+
+from fastmcp import FastMCP
+from pydantic import Field
+
+from trainatlas.prompts import PROMPTS, render
+
+RunId = Annotated[str, Field(description="run id or unique run name")]
+Question = Annotated[str, Field(description="the user's question, in their words")]
+
+
+def register_prompts(mcp: FastMCP) -> None:
+    """Add diagnose_run, should_i_stop, compare_runs and postmortem to ``mcp``."""
+
+    @mcp.prompt(description=PROMPTS["diagnose_run"][0])
+    def diagnose_run(run_id: RunId, question: Question = "What is wrong with this run and what should I do?") -> str:
+        return render("diagnose_run", [run_id], question)
+
+    @mcp.prompt(description=PROMPTS["should_i_stop"][0])
+    def should_i_stop(run_id: RunId, question: Question = "Should I stop this run now?") -> str:
+        return render("should_i_stop", [run_id], question)
+
+    @mcp.prompt(description=PROMPTS["compare_runs"][0])
+    def compare_runs(
+        run_ids: Annotated[str, Field(description="comma-separated run ids; the first is the reference")],
+        question: Question = "Which run is better, and why?",
+    ) -> str:
+        return render("compare_runs", [r.strip() for r in run_ids.split(",") if r.strip()], question)
+
+    @mcp.prompt(description=PROMPTS["postmortem"][0])
+    def postmortem(run_id: RunId, question: Question = "What went wrong, and what do we change next time?") -> str:
+        return render("postmortem", [run_id], question)

@@ -1,0 +1,62 @@
+"""The server's view of a root: one catalog shared by every request, kept fresh, with a DuckDB
+cursor per request (a connection must not be used by two threads at once; cursors may).
+
+New runs appear through ``refresh()``, at most every ``FRESH_S`` seconds, or at once when the
+watcher (subscriptions) has seen the root change. The sandboxed catalog for user SQL cannot
+refresh once locked, so it is rebuilt when it is older than the data.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+
+from trainatlas.store.catalog import Catalog
+from trainatlas.store.layout import resolve_root
+
+FRESH_S = 2.0
+
+
+class RootState:
+    """Catalogs over one root for concurrent requests."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = resolve_root(root).resolve()
+        self._lock = threading.Lock()
+        self._catalog: Catalog | None = None
+        self._refreshed = 0.0
+        self._sandbox: Catalog | None = None
+        self._sandbox_built = 0.0
+        self._changed = 0.0  # monotonic time the watcher last saw a change
+
+    def mark_changed(self) -> None:
+        """The root changed (a run appeared or wrote data): the next request refreshes."""
+        self._changed = time.monotonic()
+
+    def catalog(self) -> Catalog:
+        """A catalog for this request: fresh to within FRESH_S, with its own cursor."""
+        with self._lock:
+            now = time.monotonic()
+            if self._catalog is None:
+                self._catalog = Catalog(self.root)
+                self._refreshed = now
+            elif now - self._refreshed > FRESH_S or self._changed > self._refreshed:
+                self._catalog.refresh()
+                self._refreshed = now
+            view = copy.copy(self._catalog)
+        view.con = self._catalog.con.cursor()
+        return view
+
+    def sandbox(self) -> Catalog:
+        """The locked, read-only catalog for user SQL, rebuilt when it may have missed new data."""
+        from trainatlas.store.sandbox import open_sandbox
+
+        with self._lock:
+            now = time.monotonic()
+            stale = now - self._sandbox_built > FRESH_S or self._changed > self._sandbox_built
+            if self._sandbox is None or stale:
+                self._sandbox = open_sandbox(self.root)
+                self._sandbox_built = now
+            return self._sandbox

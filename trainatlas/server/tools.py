@@ -1,0 +1,274 @@
+"""The MCP tools: thin wrappers over ``trainatlas.tools``, each with typed arguments, an output
+schema, annotations, and answers capped in size.
+
+A bad argument or an unknown run raises ``ToolError`` with a message that says how to fix the
+call; anything unexpected is masked by the server (``mask_error_details``) and never kills it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastmcp import FastMCP
+from fastmcp.exceptions import ToolError
+from fastmcp.tools.base import ToolResult
+from mcp_types import ImageContent, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from trainatlas.server.state import RootState
+from trainatlas.store.sandbox import SQLRejected, run_select
+from trainatlas.tools import annotations as notes
+from trainatlas.tools.compare import Comparison, compare
+from trainatlas.tools.plots import plot_metrics as draw_plot
+from trainatlas.tools.report import Diagnosis, Status, diagnose, status
+from trainatlas.tools.runs import list_runs as runs_under_root
+from trainatlas.tools.runs import run_details
+from trainatlas.tools.series import layer_health as layer_stats
+from trainatlas.tools.series import list_events as events_of
+from trainatlas.tools.series import metric_series
+from trainatlas.tools.sustainability import SustainabilityReport, sustainability_report
+
+MAX_ANSWER_CHARS = 80_000  # about 20k tokens
+SQL_MAX_CHARS = 60_000
+READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+
+RunArg = Annotated[str, Field(description="run id, a unique run name, or a unique run id prefix (see list_runs)")]
+T = TypeVar("T")
+
+
+def answers(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn the analysis' input errors into tool errors the model can act on, and refuse answers
+    larger than about 20k tokens with advice on narrowing the request."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            result = fn(*args, **kwargs)
+        except SQLRejected as exc:
+            raise ToolError(f"query refused: {exc}") from exc
+        except LookupError as exc:
+            raise ToolError(f"{exc}. Call list_runs to see the run ids.") from exc
+        except ValueError as exc:
+            raise ToolError(str(exc)) from exc
+        size = _size(result)
+        if size > MAX_ANSWER_CHARS:
+            raise ToolError(
+                f"the answer would be {size:,} characters (limit {MAX_ANSWER_CHARS:,}): ask for fewer keys, "
+                "fewer points, a smaller step range or a lower limit"
+            )
+        return result
+
+    return wrapper
+
+
+def _size(result: Any) -> int:
+    if isinstance(result, BaseModel):
+        return len(result.model_dump_json())
+    if isinstance(result, ToolResult):
+        return len(json.dumps(result.structured_content, default=str))
+    return len(json.dumps(result, default=str))
+
+
+class RunRow(BaseModel):
+    run_id: str
+    name: str
+    project: str
+    status: str = Field(description="running, completed, failed or crashed")
+    steps: int
+    last_loss: float | None
+    age_s: float | None = Field(description="seconds since the run last wrote")
+    started_at: str | None
+    path: str
+
+
+class RunList(BaseModel):
+    runs: list[RunRow] = Field(description="newest first")
+    total: int = Field(description="runs matching the filters")
+    truncated: bool
+
+
+class QueryAnswer(BaseModel):
+    columns: list[str]
+    rows: list[list[Any]]
+    row_count: int
+    truncated: bool
+    note: str | None = None
+
+
+def register_tools(mcp: FastMCP, state: RootState) -> None:
+    """Add the 14 trainatlas tools to ``mcp``."""
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def list_runs(
+        project: Annotated[str | None, Field(description="only runs of this project")] = None,
+        status: Literal["running", "completed", "failed", "crashed"] | None = None,
+        name: Annotated[str | None, Field(description="only runs whose name contains this text")] = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 50,
+    ) -> RunList:
+        """The training runs under the root, newest first: status, steps, last training loss, age."""
+        rows = runs_under_root(state.catalog(), project, status, name)
+        listed = [RunRow(**{**r, "started_at": r["started_at"] and r["started_at"].isoformat()}) for r in rows]
+        return RunList(runs=listed[:limit], total=len(rows), truncated=len(rows) > limit)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def run_summary(run: RunArg) -> dict[str, Any]:
+        """One run at a glance: status, config, environment, model and optimizer, every metric's last/min/max,
+        layer-stat coverage, recent events, traceback if it failed, review status."""
+        details = run_details(state.catalog(), run)
+        return json.loads(json.dumps(details, default=str))
+
+    @mcp.tool(name="diagnose", annotations=READ_ONLY)
+    @answers
+    def diagnose_tool(
+        run: RunArg,
+        checks: Annotated[
+            list[str] | None, Field(description="diagnostic codes to run, e.g. ['loss_divergence']; default all")
+        ] = None,
+    ) -> Diagnosis:
+        """Run the diagnostic checks on a run: issues (code, severity, message with numbers, evidence, first step,
+        fix_prompt to act on), health score 0-100, phase, ETA and early-stop recommendation."""
+        return diagnose(state.catalog(), run, checks)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def training_status(run: RunArg) -> Status:
+        """Where a run is: training phase and its transitions with reasons, ETA with a range, forecast of the final
+        main metric with an 80% interval, and early-stop advice with what stopping now would save."""
+        return status(state.catalog(), run)
+
+    @mcp.tool(name="sustainability_report", annotations=READ_ONLY)
+    @answers
+    def sustainability_tool(
+        run: RunArg,
+        carbon_price_eur_per_t: Annotated[float, Field(ge=0, le=10_000)] = 50.0,
+    ) -> SustainabilityReport:
+        """Energy (kWh), CO2 (kg), cost, grade A-F with its rule, energy spent after convergence, idle accelerator
+        time and recommendations; measured by CodeCarbon when it ran, else estimated (and labelled so)."""
+        return sustainability_report(state.catalog(), run, carbon_price_eur_per_t)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def compare_runs(run_a: RunArg, run_b: RunArg) -> Comparison:
+        """Two runs side by side: config differences, main metrics (final, best, step of best), speed, curves
+        aligned by step, issues only one has, and a verdict naming the config change that most likely explains
+        the difference."""
+        return compare(state.catalog(), run_a, run_b)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def get_metric_series(
+        run: RunArg,
+        keys: Annotated[list[str], Field(min_length=1, max_length=10, description="e.g. ['train/loss', 'lr']")],
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_points: Annotated[int, Field(ge=3, le=2000)] = 300,
+    ) -> dict[str, Any]:
+        """Metric curves of a run over a step range, downsampled with LTTB to at most max_points per key (spikes
+        kept). An unknown key gets an error listing the run's keys."""
+        return metric_series(state.catalog(), run, keys, start_step, end_step, max_points)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def layer_health(
+        run: RunArg,
+        step: Annotated[int | None, Field(description="sampled step to show (default: the latest)")] = None,
+        limit: Annotated[int, Field(ge=1, le=300)] = 100,
+    ) -> dict[str, Any]:
+        """Per-layer statistics at a sampled step, flagged layers first: gradient and weight norms, update ratio,
+        activation mean/std, zero/dead/saturated fractions, training mode."""
+        return layer_stats(state.catalog(), run, step, limit)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def list_events(
+        run: RunArg,
+        kinds: Annotated[list[str] | None, Field(description="e.g. ['alert', 'phase']")] = None,
+        min_severity: Literal["info", "warning", "critical"] | None = None,
+        limit: Annotated[int, Field(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """A run's events, newest first: alerts (non-finite loss...), phase changes, channels switched off."""
+        return events_of(state.catalog(), run, kinds, min_severity, limit)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def query_sql(
+        sql: Annotated[str, Field(max_length=20_000, description="one SELECT over runs, scalars, layers, events")],
+        max_rows: Annotated[int, Field(ge=1, le=1000)] = 200,
+        timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0,
+    ) -> QueryAnswer:
+        """Read-only DuckDB SQL over every run (read trainatlas://schema for tables, columns and examples). One
+        SELECT only; no files outside the root, no writes, no settings; rows and characters capped; stopped after
+        timeout_s."""
+        result = run_select(state.sandbox().con, sql, timeout_s, max_rows)
+        rows, chars, note = [], 0, None
+        for row in result.rows:
+            cells = [c if isinstance(c, int | float | str | bool) or c is None else str(c) for c in row]
+            chars += len(json.dumps(cells, default=str))
+            if chars > SQL_MAX_CHARS:
+                note = f"stopped at {len(rows)} rows: the answer reached {SQL_MAX_CHARS:,} characters"
+                break
+            rows.append(cells)
+        truncated = result.truncated or note is not None
+        if result.truncated and note is None:
+            note = f"only the first {max_rows} rows: aggregate in SQL or raise max_rows"
+        return QueryAnswer(columns=result.columns, rows=rows, row_count=len(rows), truncated=truncated, note=note)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def plot_metrics(
+        runs: Annotated[list[str], Field(min_length=1, max_length=8, description="run ids or names")],
+        keys: Annotated[list[str], Field(min_length=1, max_length=6)] = ["train/loss"],  # noqa: B006
+        smoothing: Annotated[float, Field(ge=0, lt=1, description="EMA weight; 0 = raw only")] = 0.9,
+        log_scale: Annotated[bool | None, Field(description="default: log when a curve spans decades")] = None,
+    ) -> ToolResult:
+        """A PNG plot of metrics of one or more runs (raw and EMA-smoothed, one panel per key), with the plotted
+        numbers as structured content."""
+        png, data = draw_plot(state.catalog(), runs, keys, smoothing, log_scale=log_scale)
+        text = f"Plot of {', '.join(keys)} for {', '.join(runs)} ({len(png):,} bytes PNG)."
+        image = ImageContent(type="image", data=_b64(png), mime_type="image/png")
+        return ToolResult(content=[TextContent(type="text", text=text), image], structured_content=data)
+
+    @mcp.tool(annotations=WRITES)
+    @answers
+    def record_belief(
+        runs: Annotated[list[str], Field(min_length=1, max_length=8, description="the runs the belief is about")],
+        hypothesis: Annotated[str, Field(min_length=1, max_length=2000)],
+        confidence: Annotated[float, Field(ge=0, le=1)],
+        evidence: Annotated[list[str], Field(max_length=50, description="facts with numbers and steps")] = [],  # noqa: B006
+        open_questions: Annotated[list[str], Field(max_length=20)] = [],  # noqa: B006
+        next_action: str | None = None,
+        question: Annotated[str | None, Field(description="the user's question this answers")] = None,
+    ) -> notes.BeliefRecord:
+        """Save the current belief about one or more runs (hypothesis, confidence, evidence, open questions), so a
+        later conversation or another client resumes from it (get_beliefs)."""
+        belief = notes.Belief(hypothesis=hypothesis, confidence=confidence, evidence=evidence,
+                              open_questions=open_questions, next_action=next_action)  # fmt: skip
+        return notes.record_belief(state.catalog(), runs, belief, question=question)
+
+    @mcp.tool(annotations=READ_ONLY)
+    @answers
+    def get_beliefs(run: RunArg, limit: Annotated[int, Field(ge=1, le=100)] = 20) -> dict[str, Any]:
+        """The belief history of a run, oldest first (the last is the current belief), and its review status."""
+        return notes.get_beliefs(state.catalog(), run, limit)
+
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True))
+    @answers
+    def set_review_status(
+        run: RunArg,
+        status: Literal["pending", "approved", "quarantined"],
+        note: Annotated[str | None, Field(max_length=2000)] = None,
+    ) -> dict[str, Any]:
+        """Mark a run pending, approved or quarantined (its results must not be used); kept in run.json."""
+        return notes.set_review_status(state.catalog(), run, status, note)
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()

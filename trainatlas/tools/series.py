@@ -1,0 +1,168 @@
+"""Metric series, layer health and events of one run, sized for a reader: downsampled curves (LTTB),
+the latest layer statistics, filtered events.
+
+Long series are first thinned inside DuckDB (each bucket keeps its first, lowest and highest
+point, so spikes survive), then Largest-Triangle-Three-Buckets picks the points a plot needs.
+Nothing loads a million rows into Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from trainatlas.store.catalog import Catalog
+
+PREFILTER_BUCKETS = 20_000  # DuckDB keeps <= 3 points per bucket before LTTB
+MAX_POINTS = 5_000
+MAX_EVENTS = 1_000
+
+
+def lttb(x: np.ndarray, y: np.ndarray, n_out: int) -> np.ndarray:
+    """Indices of the ``n_out`` points that keep a curve's visual shape (Steinarsson 2013)."""
+    n = len(x)
+    if n_out >= n or n_out < 3:
+        return np.arange(n) if n_out >= n else np.linspace(0, n - 1, max(n_out, 1)).astype(int)
+    edges = np.linspace(1, n - 1, n_out - 1).astype(int)
+    chosen = np.empty(n_out, dtype=int)
+    chosen[0], chosen[-1] = 0, n - 1
+    a = 0
+    for i in range(n_out - 2):
+        lo, hi = edges[i], edges[i + 1]
+        nxt_lo, nxt_hi = hi, edges[i + 2] if i + 2 < len(edges) else n
+        avg_x, avg_y = x[nxt_lo:nxt_hi].mean(), y[nxt_lo:nxt_hi].mean()
+        xs, ys = x[lo:hi], y[lo:hi]
+        area = np.abs((x[a] - avg_x) * (ys - y[a]) - (x[a] - xs) * (avg_y - y[a]))
+        a = lo + int(np.argmax(area)) if len(area) else lo
+        chosen[i + 1] = a
+    return chosen
+
+
+def metric_series(
+    catalog: Catalog,
+    ref: str,
+    keys: list[str],
+    start_step: int | None = None,
+    end_step: int | None = None,
+    max_points: int = 500,
+) -> dict[str, Any]:
+    """Chosen keys of one run over a step range, at most ``max_points`` points per key."""
+    if not 3 <= max_points <= MAX_POINTS:
+        raise ValueError(f"max_points must be between 3 and {MAX_POINTS}, got {max_points}")
+    run = catalog.resolve(ref)
+    source = catalog.run_table("scalars", run["run_id"])
+    lo = start_step if start_step is not None else -(2**62)
+    hi = end_step if end_step is not None else 2**62
+    available = [k for (k,) in catalog.con.execute(f"SELECT DISTINCT key FROM {source} ORDER BY key").fetchall()]
+    missing = [k for k in keys if k not in available]
+    if missing:
+        wanted = ", ".join(map(repr, missing))
+        raise LookupError(f"run {run['run_id']} has no key {wanted}; it has: {', '.join(available)}")
+    series = []
+    for key in keys:
+        total, first, last = catalog.con.execute(
+            f"SELECT count(*), min(step), max(step) FROM {source} WHERE key = ? AND step BETWEEN ? AND ?",
+            [key, lo, hi],
+        ).fetchone()
+        if total > PREFILTER_BUCKETS * 3:
+            width = max(1, -(-(last - first + 1) // PREFILTER_BUCKETS))
+            rows = catalog.con.execute(
+                f"""SELECT unnest([arg_min(step, step), arg_min(step, value), arg_max(step, value)]) AS s,
+                           unnest([arg_min(value, step), min(value), max(value)]) AS v
+                    FROM {source} WHERE key = ? AND step BETWEEN ? AND ? AND isfinite(value)
+                    GROUP BY (step - ?) // ? ORDER BY s""",
+                [key, lo, hi, first, width],
+            ).fetchall()
+        else:
+            rows = catalog.con.execute(
+                f"SELECT step, value FROM {source} WHERE key = ? AND step BETWEEN ? AND ? ORDER BY step",
+                [key, lo, hi],
+            ).fetchall()
+        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        values = np.array([r[1] for r in rows], dtype=float)
+        steps, idx = np.unique(steps, return_index=True)
+        values = values[idx]
+        finite = np.isfinite(values)
+        keep = lttb(steps[finite].astype(float), values[finite], max_points) if finite.any() else np.array([], int)
+        series.append(
+            {
+                "key": key,
+                "points_in_range": int(total),
+                "steps": steps[finite][keep].tolist(),
+                "values": values[finite][keep].tolist(),
+                "nonfinite_steps": steps[~finite][:100].tolist(),
+                "downsampled": bool(len(keep) < total),
+            }
+        )
+    return {"run_id": run["run_id"], "available_keys": available, "series": series}
+
+
+LAYER_FLAGS = (
+    ("dead", "act_dead_frac", 0.5, "more than half of its units never fire"),
+    ("saturated", "act_sat_frac", 0.5, "more than half of its activations are saturated"),
+)
+
+
+def layer_health(catalog: Catalog, ref: str, step: int | None = None, limit: int = 200) -> dict[str, Any]:
+    """Per-layer statistics at one sampled step (the latest by default), worst layers first."""
+    run = catalog.resolve(ref)
+    source = catalog.run_table("layers", run["run_id"])
+    steps = [s for (s,) in catalog.con.execute(f"SELECT DISTINCT step FROM {source} ORDER BY step").fetchall()]
+    if not steps:
+        note = "no layer statistics: the run was not watched with obs.watch(model), or it was imported"
+        return {
+            "run_id": run["run_id"],
+            "step": None,
+            "sampled_steps": 0,
+            "layers": [],
+            "truncated": False,
+            "note": note,
+        }
+    chosen = steps[-1] if step is None else max([s for s in steps if s <= step] or steps[:1])
+    cur = catalog.con.execute(f"SELECT * FROM {source} WHERE step = ? ORDER BY position, layer", [chosen])
+    names = [d[0] for d in cur.description]
+    layers = []
+    for row in cur.fetchall():
+        rec = {k: v for k, v in zip(names, row, strict=True) if k not in ("run_id", "ts") and v is not None}
+        rec["flags"] = [flag for flag, col, limit_, _ in LAYER_FLAGS if (rec.get(col) or 0) > limit_]
+        grad, weight = rec.get("grad_norm"), rec.get("weight_norm")
+        if grad is not None and weight and grad / weight < 1e-7:
+            rec["flags"].append("vanishing_gradient")
+        layers.append(rec)
+    layers.sort(key=lambda r: -len(r["flags"]))
+    return {"run_id": run["run_id"], "step": chosen, "sampled_steps": len(steps), "layers": layers[:limit],
+            "truncated": len(layers) > limit,
+            "flag_meaning": {flag: meaning for flag, _, _, meaning in LAYER_FLAGS}}  # fmt: skip
+
+
+def list_events(
+    catalog: Catalog,
+    ref: str,
+    kinds: list[str] | None = None,
+    min_severity: str | None = None,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """A run's events (alerts, phase changes, channel failures), newest first."""
+    if not 1 <= limit <= MAX_EVENTS:
+        raise ValueError(f"limit must be between 1 and {MAX_EVENTS}, got {limit}")
+    order = {"info": 0, "warning": 1, "critical": 2}
+    if min_severity is not None and min_severity not in order:
+        raise ValueError(f"min_severity must be one of {', '.join(order)}, got {min_severity!r}")
+    run = catalog.resolve(ref)
+    source = catalog.run_table("events", run["run_id"])
+    where, params = ["TRUE"], []
+    if kinds:
+        where.append("list_contains(?, kind)")
+        params.append(kinds)
+    if min_severity:
+        where.append("list_contains(?, severity)")
+        params.append([s for s, rank in order.items() if rank >= order[min_severity]])
+    cur = catalog.con.execute(
+        f"SELECT step, ts, kind, code, severity, message, payload FROM {source} WHERE {' AND '.join(where)} "
+        f"ORDER BY ts DESC, step DESC LIMIT {limit + 1}",
+        params,
+    )
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return {"run_id": run["run_id"], "events": rows[:limit], "truncated": len(rows) > limit}
