@@ -97,6 +97,8 @@ def train(scenario: Scenario, root: Any, steps: int, progress: Progress, task: A
 
 def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
     from trainatlas.cli import console, render_diagnosis, render_runs
+    from trainatlas.demo_mcp import ask_server
+    from trainatlas.demo_mcp import render as render_mcp
     from trainatlas.tools.report import diagnose
     from trainatlas.tools.runs import list_runs
 
@@ -115,9 +117,10 @@ def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
     rows = [r for r in list_runs(catalog, project=PROJECT) if r["run_id"] in run_ids]
     figures = _figures(catalog, run_ids)
     diagnoses = [diagnose(catalog, run_id) for run_id in run_ids]
+    answers = ask_server(catalog.root, buggy=run_ids[1], healthy=run_ids[0])
     if as_json:
         payload = {"seconds": round(seconds, 2), "runs": rows, "figures": figures,
-                   "diagnoses": [d.model_dump(mode="json") for d in diagnoses]}  # fmt: skip
+                   "diagnoses": [d.model_dump(mode="json") for d in diagnoses], "mcp": answers}  # fmt: skip
         print(json.dumps(payload, default=str))
         return 0
     console.print(f"trained {len(run_ids)} runs in {seconds:.1f} s; written to {catalog.root}")
@@ -129,8 +132,11 @@ def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
             highlight=False,
         )
         render_diagnosis(diagnosis)
+    console.print()
+    render_mcp(answers, console)
     console.print(
-        "\nNext: `trainatlas status healthy`, `trainatlas compare healthy lr-too-high`, "
+        "\nNext: connect Claude Desktop (README), `trainatlas status healthy`, "
+        "`trainatlas compare healthy lr-too-high`, "
         "`trainatlas carbon healthy`, or SQL such as\n"
         '  trainatlas sql "SELECT r.name, max(s.step) FROM scalars s JOIN runs r USING (run_id) GROUP BY 1"'
     )

@@ -17,6 +17,7 @@ from trainatlas.tools.series import metric_series
 
 MAX_RUNS = 8
 MAX_KEYS = 6
+SMOOTH_MIN_POINTS = 50  # sparse curves (evaluations every N steps) are drawn raw: an EMA would lag them
 DATA_POINTS = 100  # numbers returned per curve beside the picture, to keep the answer small
 
 
@@ -68,9 +69,10 @@ def plot_metrics(
             s = next(x for x in run["series"] if x["key"] == key)
             steps, values = np.array(s["steps"]), np.array(s["values"], dtype=float)
             label = f"{names.get(run['run_id'], run['run_id'])} ({run['run_id']})"
-            line = ax.plot(steps, values, alpha=0.3 if smoothing else 1, linewidth=0.8)[0]
-            smooth = ema(values, smoothing) if smoothing and len(values) else values
-            if smoothing:
+            alpha = smoothing if len(values) >= SMOOTH_MIN_POINTS else 0.0
+            line = ax.plot(steps, values, alpha=0.3 if alpha else 1, linewidth=0.8 if alpha else 1.6)[0]
+            smooth = ema(values, alpha) if alpha else values
+            if alpha:
                 ax.plot(steps, smooth, color=line.get_color(), linewidth=1.6, label=label)
             else:
                 line.set_label(label)
