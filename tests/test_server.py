@@ -373,3 +373,14 @@ asyncio.run(main())
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=SERVER_ENV, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+async def test_the_claude_desktop_config_launches_the_server(runs: dict[str, Any]) -> None:
+    config = json.loads((Path(__file__).parents[1] / "claude_desktop_config.json").read_text())
+    entry = config["mcpServers"]["trainatlas"]
+    assert entry["command"].endswith("/.venv/bin/trainatlas") and entry["args"][:2] == ["serve", "--root"]
+    command = str(Path(sys.executable).parent / "trainatlas")  # the placeholders, filled in as the README says
+    args = [*entry["args"][:2], str(runs["root"])]
+    params = StdioServerParameters(command=command, args=args, env={**os.environ, **entry["env"]})
+    async with Client(params) as c:
+        assert data(await c.call_tool("list_runs", {}))["total"] >= 2
