@@ -9,7 +9,6 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError
 
 from trainatlas.server.state import RootState
-from trainatlas.store.catalog import RUNS_COLUMNS
 from trainatlas.store.schema import COLUMNS
 
 EXAMPLES = {
@@ -58,6 +57,8 @@ def register_resources(mcp: FastMCP, state: RootState) -> None:
         "trainatlas://schema", mime_type="application/json", description="SQL tables, columns and example queries"
     )
     def schema() -> str:
+        from trainatlas.store.catalog import RUNS_COLUMNS
+
         tables = {"runs": RUNS_COLUMNS, **COLUMNS}
         return _json(
             {

@@ -12,9 +12,12 @@ import copy
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from trainatlas.store.catalog import Catalog
 from trainatlas.store.layout import resolve_root
+
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
 
 FRESH_S = 2.0
 
@@ -37,6 +40,8 @@ class RootState:
 
     def catalog(self) -> Catalog:
         """A catalog for this request: fresh to within FRESH_S, with its own cursor."""
+        from trainatlas.store.catalog import Catalog  # DuckDB loads on the first request, not at start-up
+
         with self._lock:
             now = time.monotonic()
             if self._catalog is None:

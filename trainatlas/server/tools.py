@@ -19,7 +19,6 @@ from mcp_types import ImageContent, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from trainatlas.server.state import RootState
-from trainatlas.store.sandbox import SQLRejected, run_select
 from trainatlas.tools import annotations as notes
 from trainatlas.tools.compare import Comparison, compare
 from trainatlas.tools.plots import plot_metrics as draw_plot
@@ -48,8 +47,6 @@ def answers(fn: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
             result = fn(*args, **kwargs)
-        except SQLRejected as exc:
-            raise ToolError(f"query refused: {exc}") from exc
         except LookupError as exc:
             raise ToolError(f"{exc}. Call list_runs to see the run ids.") from exc
         except ValueError as exc:
@@ -205,7 +202,12 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         """Read-only DuckDB SQL over every run (read trainatlas://schema for tables, columns and examples). One
         SELECT only; no files outside the root, no writes, no settings; rows and characters capped; stopped after
         timeout_s."""
-        result = run_select(state.sandbox().con, sql, timeout_s, max_rows)
+        from trainatlas.store.sandbox import SQLRejected, run_select
+
+        try:
+            result = run_select(state.sandbox().con, sql, timeout_s, max_rows)
+        except SQLRejected as exc:
+            raise ToolError(f"query refused: {exc}") from exc
         rows, chars, note = [], 0, None
         for row in result.rows:
             cells = [c if isinstance(c, int | float | str | bool) or c is None else str(c) for c in row]
