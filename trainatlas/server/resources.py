@@ -47,7 +47,8 @@ def register_resources(mcp: FastMCP, state: RootState) -> None:
         "trainatlas://runs/{run_id}/diagnostics", mime_type="application/json", description="a run's diagnosis"
     )
     def run_diagnostics(run_id: str) -> str:
-        return _json(lookup(diagnose, run_id).model_dump(mode="json"))
+        diagnosis = state.answer(("diagnose", run_id, ()), lambda: lookup(diagnose, run_id))
+        return _json(diagnosis.model_dump(mode="json"))
 
     @mcp.resource("trainatlas://runs/{run_id}", mime_type="application/json", description="one run's summary")
     def run(run_id: str) -> str:

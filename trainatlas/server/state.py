@@ -9,17 +9,47 @@ refresh once locked, so it is rebuilt when it is older than the data.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from trainatlas.store.layout import resolve_root
+from trainatlas.server.cache import AnswerCache
+from trainatlas.store.layout import RUN_FILE, TABLES, resolve_root
 
 if TYPE_CHECKING:
     from trainatlas.store.catalog import Catalog
 
 FRESH_S = 2.0
+T = TypeVar("T")
+Signature = tuple[int, ...]
+
+
+def scan(root: Path) -> dict[str, Signature]:
+    """Per run id, the mtimes that change when the run writes anything."""
+    found: dict[str, Signature] = {}
+    try:
+        projects = [e for e in os.scandir(root) if e.name.startswith("project=") and e.is_dir()]
+    except OSError:
+        return found
+    for project in projects:
+        try:
+            runs = [e for e in os.scandir(project.path) if e.name.startswith("run=")]
+        except OSError:
+            continue
+        for run in runs:
+            stamps = []
+            for name in (RUN_FILE, *TABLES):
+                try:
+                    st = os.stat(os.path.join(run.path, name))
+                    stamps += [st.st_mtime_ns, st.st_size]
+                except OSError:
+                    stamps += [0, 0]
+            if stamps[0]:  # a run directory without run.json is not a run yet
+                found[run.name.removeprefix("run=")] = tuple(stamps)
+    return found
 
 
 class RootState:
@@ -33,6 +63,11 @@ class RootState:
         self._sandbox: Catalog | None = None
         self._sandbox_built = 0.0
         self._changed = 0.0  # monotonic time the watcher last saw a change
+        self.answers = AnswerCache(lambda: tuple(sorted(scan(self.root).items())))
+
+    def answer(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
+        """``compute()``, or its earlier result if no run has written anything since."""
+        return self.answers.get(key, compute)
 
     def mark_changed(self) -> None:
         """The root changed (a run appeared or wrote data): the next request refreshes."""

@@ -10,8 +10,6 @@ subscription bus (``subscriptions/listen``, 2026-07-28) and sent to the sessions
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,43 +17,15 @@ import mcp_types as t
 from fastmcp import FastMCP
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourcesListChanged, ResourceUpdated
 
-from trainatlas.server.state import RootState
-from trainatlas.store.layout import RUN_FILE, TABLES
+from trainatlas.server.state import RootState, Signature, scan
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 RUNS_URI = "trainatlas://runs"
 
-Signature = tuple[int, ...]
-
 
 def run_uris(run_id: str) -> list[str]:
     return [f"{RUNS_URI}/{run_id}", f"{RUNS_URI}/{run_id}/diagnostics"]
-
-
-def scan(root: Path) -> dict[str, Signature]:
-    """Per run id, the mtimes that change when the run writes anything."""
-    found: dict[str, Signature] = {}
-    try:
-        projects = [e for e in os.scandir(root) if e.name.startswith("project=") and e.is_dir()]
-    except OSError:
-        return found
-    for project in projects:
-        try:
-            runs = [e for e in os.scandir(project.path) if e.name.startswith("run=")]
-        except OSError:
-            continue
-        for run in runs:
-            stamps = []
-            for name in (RUN_FILE, *TABLES):
-                try:
-                    st = os.stat(os.path.join(run.path, name))
-                    stamps += [st.st_mtime_ns, st.st_size]
-                except OSError:
-                    stamps += [0, 0]
-            if stamps[0]:  # a run directory without run.json is not a run yet
-                found[run.name.removeprefix("run=")] = tuple(stamps)
-    return found
 
 
 class Subscriptions:

@@ -117,7 +117,7 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     def run_summary(run: RunArg) -> dict[str, Any]:
         """One run at a glance: status, config, environment, model and optimizer, every metric's last/min/max,
         layer-stat coverage, recent events, traceback if it failed, review status."""
-        details = run_details(state.catalog(), run)
+        details = state.answer(("run_summary", run), lambda: run_details(state.catalog(), run))
         return json.loads(json.dumps(details, default=str))
 
     @mcp.tool(name="diagnose", annotations=READ_ONLY)
@@ -130,14 +130,15 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> Diagnosis:
         """Run the diagnostic checks on a run: issues (code, severity, message with numbers, evidence, first step,
         fix_prompt to act on), health score 0-100, phase, ETA and early-stop recommendation."""
-        return diagnose(state.catalog(), run, checks)
+        key = ("diagnose", run, tuple(checks or ()))
+        return state.answer(key, lambda: diagnose(state.catalog(), run, checks))
 
     @mcp.tool(annotations=READ_ONLY)
     @answers
     def training_status(run: RunArg) -> Status:
         """Where a run is: training phase and its transitions with reasons, ETA with a range, forecast of the final
         main metric with an 80% interval, and early-stop advice with what stopping now would save."""
-        return status(state.catalog(), run)
+        return state.answer(("training_status", run), lambda: status(state.catalog(), run))
 
     @mcp.tool(name="sustainability_report", annotations=READ_ONLY)
     @answers
@@ -147,7 +148,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> SustainabilityReport:
         """Energy (kWh), CO2 (kg), cost, grade A-F with its rule, energy spent after convergence, idle accelerator
         time and recommendations; measured by CodeCarbon when it ran, else estimated (and labelled so)."""
-        return sustainability_report(state.catalog(), run, carbon_price_eur_per_t)
+        key = ("sustainability_report", run, carbon_price_eur_per_t)
+        return state.answer(key, lambda: sustainability_report(state.catalog(), run, carbon_price_eur_per_t))
 
     @mcp.tool(annotations=READ_ONLY)
     @answers
@@ -155,7 +157,7 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         """Two runs side by side: config differences, main metrics (final, best, step of best), speed, curves
         aligned by step, issues only one has, and a verdict naming the config change that most likely explains
         the difference."""
-        return compare(state.catalog(), run_a, run_b)
+        return state.answer(("compare_runs", run_a, run_b), lambda: compare(state.catalog(), run_a, run_b))
 
     @mcp.tool(annotations=READ_ONLY)
     @answers
@@ -168,7 +170,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> dict[str, Any]:
         """Metric curves of a run over a step range, downsampled with LTTB to at most max_points per key (spikes
         kept). An unknown key gets an error listing the run's keys."""
-        return metric_series(state.catalog(), run, keys, start_step, end_step, max_points)
+        key = ("get_metric_series", run, tuple(keys), start_step, end_step, max_points)
+        return state.answer(key, lambda: metric_series(state.catalog(), run, keys, start_step, end_step, max_points))
 
     @mcp.tool(annotations=READ_ONLY)
     @answers
@@ -179,7 +182,7 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> dict[str, Any]:
         """Per-layer statistics at a sampled step, flagged layers first: gradient and weight norms, update ratio,
         activation mean/std, zero/dead/saturated fractions, training mode."""
-        return layer_stats(state.catalog(), run, step, limit)
+        return state.answer(("layer_health", run, step, limit), lambda: layer_stats(state.catalog(), run, step, limit))
 
     @mcp.tool(annotations=READ_ONLY)
     @answers
@@ -231,7 +234,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> ToolResult:
         """A PNG plot of metrics of one or more runs (raw and EMA-smoothed, one panel per key), with the plotted
         numbers as structured content."""
-        png, data = draw_plot(state.catalog(), runs, keys, smoothing, log_scale=log_scale)
+        key = ("plot_metrics", tuple(runs), tuple(keys), smoothing, log_scale)
+        png, data = state.answer(key, lambda: draw_plot(state.catalog(), runs, keys, smoothing, log_scale=log_scale))
         text = f"Plot of {', '.join(keys)} for {', '.join(runs)} ({len(png):,} bytes PNG)."
         image = ImageContent(type="image", data=_b64(png), mime_type="image/png")
         return ToolResult(content=[TextContent(type="text", text=text), image], structured_content=data)
