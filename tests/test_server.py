@@ -22,7 +22,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated
 
-from tests.scenarios import record
+from tests.scenarios import record, sleep
 from trainatlas.demo import SCENARIOS, build
 from trainatlas.store.runinfo import read_run_json, write_run_json
 
@@ -281,10 +281,12 @@ def data_path(runs: dict[str, Any], run_id: str) -> str:
     return str(next(runs["root"].glob(f"project=*/run={run_id}")))
 
 
-def train_in_background(root: Path, name: str, steps: int) -> threading.Thread:
+def train_in_background(root: Path, name: str) -> threading.Thread:
+    """A real training that takes several seconds (a data loader that sleeps), flushing often."""
+
     def work() -> None:
         model, opt = build(SCENARIOS[0])
-        record(root, name, model, steps=steps, optimizer=opt, flush_every_s=0.2)
+        record(root, name, model, steps=400, optimizer=opt, flush_every_s=0.2, before_step=sleep(0.02))
 
     thread = threading.Thread(target=work)
     thread.start()
@@ -301,41 +303,52 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     proc.wait(10)
 
 
+def notified(messages: list[Any], kind: str) -> set[str]:
+    """The URIs of handshake-era notifications of a kind ('' for list changes)."""
+    out = set()
+    for m in messages:
+        m = getattr(m, "root", m)
+        if type(m).__name__ == kind:
+            params = getattr(m, "params", None)
+            out.add(str(getattr(params, "uri", "")))
+    return out
+
+
 @pytest.mark.parametrize("era", ["modern", "legacy"])
 async def test_subscribers_hear_about_new_runs_and_new_data(era: str, live: dict[str, Any]) -> None:
+    """A listener hears that a run appeared; a client subscribed to that run hears each time it writes."""
     seen: list[Any] = []
 
     async def on_message(message: Any) -> None:
         seen.append(message)
 
-    runs = live
-    async with connect("http", era, runs, live["url"], message_handler=on_message) as c:
-        if era == "modern":
-            async with c.listen(resources_list_changed=True, resource_subscriptions=["trainatlas://runs"]) as sub:
-                thread = train_in_background(runs["root"], f"live-{era}", 200)
-                with anyio.fail_after(60):
-                    async for event in sub:
-                        seen.append(event)
-                        kinds = {type(e) for e in seen}
-                        if {ResourcesListChanged, ResourceUpdated} <= kinds:
-                            break
-        else:
-            await c.subscribe_resource("trainatlas://runs")
-            thread = train_in_background(runs["root"], f"live-{era}", 200)
-            with anyio.fail_after(60):
-                while not {"ResourceUpdatedNotification", "ResourceListChangedNotification"} <= names(seen):
-                    await anyio.sleep(0.2)
+    name = f"live-{era}"
+    async with connect("http", era, live, live["url"], message_handler=on_message) as c:
+        with anyio.fail_after(90):
+            if era == "modern":
+                async with c.listen(resources_list_changed=True) as sub:
+                    thread = train_in_background(live["root"], name)
+                    assert isinstance(await sub.__anext__(), ResourcesListChanged)
+            else:
+                await c.subscribe_resource("trainatlas://runs")
+                thread = train_in_background(live["root"], name)
+                while "" not in notified(seen, "ResourceListChangedNotification"):
+                    await anyio.sleep(0.1)
+            run_id = data(await c.call_tool("list_runs", {"name": name}))["runs"][0]["run_id"]
+            uri = f"trainatlas://runs/{run_id}"
+            if era == "modern":
+                async with c.listen(resource_subscriptions=[uri]) as sub:
+                    updates = [await sub.__anext__() for _ in range(2)]  # two writes, two events
+                    assert {(type(u), u.uri) for u in updates} == {(ResourceUpdated, uri)}
+            else:
+                await c.subscribe_resource(uri)
+                while uri not in notified(seen, "ResourceUpdatedNotification"):
+                    await anyio.sleep(0.1)
+            running = json.loads((await c.read_resource(uri)).contents[0].text)
+            assert running["run"]["status"] == "running" and running["run"]["name"] == name
         await anyio.to_thread.run_sync(thread.join)
-        live = data(await c.call_tool("list_runs", {"name": f"live-{era}"}))
-        assert live["total"] == 1
-
-
-def names(messages: list[Any]) -> set[str]:
-    out = set()
-    for m in messages:
-        root = getattr(m, "root", m)
-        out.add(type(root).__name__)
-    return out
+        done = data(await c.call_tool("list_runs", {"name": name}))["runs"][0]
+        assert done["status"] == "completed" and done["steps"] == 400
 
 
 async def test_http_needs_the_token_when_one_is_set(runs: dict[str, Any]) -> None:
