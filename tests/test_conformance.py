@@ -6,6 +6,7 @@ and Origin checks on. Every scenario must pass except those in tests/conformance
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from conftest import observer, train
+from fastmcp import Client
+from mcp_types import PromptReference, ResourceTemplateReference
 
 REPO = Path(__file__).resolve().parents[1]
 NPM = REPO / "tests" / "npm" / "node_modules"
@@ -63,8 +66,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
-    """`build_server(root)` with the fixtures, over HTTP in a subprocess; its URL. Stopped with Ctrl-C."""
+def server(tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """`build_server(root)` with the fixtures, over HTTP in a subprocess: its URL and the id of the run
+    under its root. Stopped with Ctrl-C."""
     root = tmp_path_factory.mktemp("conformance") / "runs"
     with observer(root, name="tiny-mlp") as obs:
         train(obs, steps=10)
@@ -84,7 +88,7 @@ def server(tmp_path_factory) -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/mcp", obs.run_id
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -100,7 +104,7 @@ def server(tmp_path_factory) -> Iterator[str]:
 def outcome(server, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, list[dict]]]:
     """The suite's exit status and output, and the checks of every scenario from its result files."""
     results = tmp_path_factory.mktemp("conformance-results")
-    cmd = [node22(), str(CONFORMANCE), "server", "--url", server, "--expected-failures", str(BASELINE), "-o",
+    cmd = [node22(), str(CONFORMANCE), "server", "--url", server[0], "--expected-failures", str(BASELINE), "-o",
            str(results)]  # fmt: skip
     assert CONFORMANCE.exists(), "the conformance suite is not installed: run `make test` (or `cd tests/npm && npm ci`)"
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=results)
@@ -152,3 +156,22 @@ def test_dns_rebinding_is_refused(outcome):
     by_id = {c["id"]: c for c in checks["dns-rebinding-protection"]}
     assert by_id["localhost-host-rebinding-rejected"]["details"]["statusCode"] == 421
     assert by_id["localhost-host-valid-accepted"]["status"] == "SUCCESS"
+
+
+def test_run_ids_complete_over_http(server):
+    """completion/complete answers the conformance suite with no values; on our own arguments it offers
+    the run ids matching an id or name prefix."""
+    asyncio.run(complete_run_ids(*server))
+
+
+async def complete_run_ids(url: str, run_id: str) -> None:
+    async with Client(url) as client:
+        diagnose_run = PromptReference(type="ref/prompt", name="diagnose_run")
+        assert (await client.complete(diagnose_run, {"name": "run_id", "value": "tiny"})).values == [run_id]
+        assert (await client.complete(diagnose_run, {"name": "run_id", "value": run_id[:6]})).values == [run_id]
+        assert (await client.complete(diagnose_run, {"name": "run_id", "value": "zzz"})).values == []
+        compare = PromptReference(type="ref/prompt", name="compare_runs")
+        both = await client.complete(compare, {"name": "run_ids", "value": f"{run_id},ti"})
+        assert both.values == [f"{run_id},{run_id}"]
+        template = ResourceTemplateReference(type="ref/resource", uri="trainatlas://runs/{run_id}")
+        assert (await client.complete(template, {"name": "run_id", "value": ""})).values == [run_id]
