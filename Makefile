@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
+NPM_DIR := tests/npm
 
 .PHONY: demo test lint bench clean
 
@@ -13,10 +14,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[torch,carbon,demo,dev]'
 	touch $@
 
+# The official MCP Inspector and conformance suite (exact versions in tests/npm/package-lock.json),
+# for tests/test_inspector.py and tests/test_conformance.py; about 45 s from an empty npm cache.
+$(NPM_DIR)/node_modules/.installed: $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json
+	@if command -v npm >/dev/null; then cd $(NPM_DIR) && npm ci --no-audit --no-fund && touch node_modules/.installed; \
+	else echo "npm not found: the MCP Inspector and conformance tests will be skipped"; fi
+
 demo: $(VENV)/.installed
 	$(PY) -m trainatlas demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(NPM_DIR)/node_modules/.installed
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
@@ -36,4 +43,4 @@ bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/forecast_eval.py
 
 clean:
-	rm -rf $(VENV) .venv-bench trainatlas-runs .pytest_cache
+	rm -rf $(VENV) .venv-bench trainatlas-runs .pytest_cache $(NPM_DIR)/node_modules

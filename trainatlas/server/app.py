@@ -41,7 +41,7 @@ training_status gives phase, ETA, forecast and whether to stop; query_sql runs r
 
 def build_server(root: str | Path | None = None, token: str | None = None, poll_s: float | None = None) -> FastMCP:
     """The MCP server over ``root``; ``token`` requires ``Authorization: Bearer <token>`` over HTTP."""
-    from trainatlas.server.prompts import register_prompts
+    from trainatlas.server.prompts import register_completions, register_prompts
     from trainatlas.server.resources import register_resources
     from trainatlas.server.tools import register_tools
 
@@ -68,6 +68,7 @@ def build_server(root: str | Path | None = None, token: str | None = None, poll_
     register_tools(mcp, state)
     register_resources(mcp, state)
     register_prompts(mcp)
+    register_completions(mcp, state)
     subscriptions.install(mcp)
     return mcp
 
@@ -92,7 +93,12 @@ def serve(
     if not http:
         build_server(root).run(show_banner=False)
         return
-    mcp = build_server(root, token=token)
+    run_http(build_server(root, token=token), host, port, path)
+
+
+def run_http(mcp: FastMCP, host: str = "127.0.0.1", port: int = 8765, path: str = "/mcp") -> None:
+    """Serve ``mcp`` over streamable HTTP until interrupted, rejecting requests whose Host or Origin
+    header is not this server's (DNS rebinding)."""
     loopback = host in ("127.0.0.1", "localhost", "::1")
     allowed = None if loopback else [host, f"{host}:{port}"]
     mcp.run(transport="http", host=host, port=port, path=path, show_banner=False,

@@ -1,11 +1,14 @@
-"""MCP prompts: the belief-state prompt texts of ``trainatlas.prompts``, with their arguments."""
+"""MCP prompts: the belief-state prompt texts of ``trainatlas.prompts``, with their arguments, and
+completion of the run ids those prompts and the resource templates take."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
+import mcp_types as t
 from fastmcp import FastMCP
 from pydantic import Field
 
 from trainatlas.prompts import PROMPTS, render
+from trainatlas.server.state import RootState
 
 RunId = Annotated[str, Field(description="run id or unique run name")]
 Question = Annotated[str, Field(description="the user's question, in their words")]
@@ -32,3 +35,19 @@ def register_prompts(mcp: FastMCP) -> None:
     @mcp.prompt(description=PROMPTS["postmortem"][0])
     def postmortem(run_id: RunId, question: Question = "What went wrong, and what do we change next time?") -> str:
         return render("postmortem", [run_id], question)
+
+
+def register_completions(mcp: FastMCP, state: RootState) -> None:
+    """Complete ``run_id`` (prompts, resource templates) and the last id of ``run_ids`` (compare_runs) from
+    the runs under the root, matching a run id or name prefix; other arguments get no suggestions."""
+    from trainatlas.tools.runs import list_runs
+
+    @mcp.completion
+    def complete_run_ids(ref: Any, argument: t.CompletionArgument, context: Any) -> list[str] | None:
+        if argument.name not in ("run_id", "run_ids"):
+            return None
+        done, _, typed = argument.value.rpartition(",") if argument.name == "run_ids" else ("", "", argument.value)
+        before = f"{done}," if done else ""
+        typed = typed.strip()
+        rows = list_runs(state.catalog())
+        return [before + r["run_id"] for r in rows if r["run_id"].startswith(typed) or r["name"].startswith(typed)]

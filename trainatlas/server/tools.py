@@ -88,9 +88,12 @@ class RunList(BaseModel):
     truncated: bool
 
 
+Cell = bool | int | float | str | None
+
+
 class QueryAnswer(BaseModel):
     columns: list[str]
-    rows: list[list[Any]]
+    rows: list[list[Cell]] = Field(description="one list of cells per row; values of other types come as text")
     row_count: int
     truncated: bool
     note: str | None = None
