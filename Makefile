@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[torch,carbon,demo,dev]'
+	$(PY) -m pip install -q -e '.[torch,carbon,demo,dev,agent]'
 	touch $@
 
 demo: $(VENV)/.installed
