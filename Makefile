@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[torch,carbon,demo,dev]'
+	$(PY) -m pip install -q -e '.[torch,carbon,demo,dev,agent]'
 	touch $@
 
 # The official MCP Inspector and conformance suite (exact versions in tests/npm/package-lock.json),

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
@@ -75,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (or set $TRAINATLAS_TOKEN)")
 
+    p = sub.add_parser("ask", help="ask Claude about a run: it calls the trainatlas tools (needs the agent extra)")
+    _add_common(p)
+    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("question", help='e.g. "why did the loss jump at step 300?"')
+    p.add_argument("--model", help="Anthropic model (default: $TRAINATLAS_MODEL or claude-sonnet-5-5)")
+    p.add_argument("--max-turns", type=int, default=12, help="model calls before giving up (default 12)")
+    p.add_argument("--prompt", choices=["diagnose_run", "should_i_stop", "postmortem"], default="diagnose_run",
+                   help="the belief-state prompt that guides the investigation")  # fmt: skip
+
     p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
     _add_common(p)
     p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
@@ -95,7 +105,7 @@ def _fail(args: argparse.Namespace, message: str) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": message}))
     else:
-        Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return 2
 
 
@@ -358,6 +368,45 @@ def cmd_carbon(args: argparse.Namespace) -> int:
     return _emit(args, r.model_dump(mode="json"), render)
 
 
+# -- ask ---------------------------------------------------------------------------------------------
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import logging
+
+    from trainatlas.agent import AgentError, ToolCall, ask
+
+    logging.getLogger("fastmcp").setLevel(logging.CRITICAL)  # tool errors go to the model, not to the terminal
+    progress = Console(stderr=True)
+
+    def show(call: ToolCall) -> None:
+        if not args.json:
+            mark = "[red]error[/red] " if call.is_error else ""
+            progress.print(
+                f"[dim]> {call.name} {escape(json.dumps(call.input)[:100])} {mark}({call.chars:,} chars, "
+                f"{call.seconds:.2f} s)[/dim]",
+                highlight=False,
+            )
+
+    try:
+        result = ask(args.root, args.run, args.question, args.model, args.max_turns, args.prompt, show)
+    except AgentError as exc:
+        return _fail(args, str(exc))
+
+    def render() -> None:
+        console.print(Markdown(result.answer))
+        why = "record_belief refused it" if result.belief else "no belief block in the answer"
+        saved = {"model": "saved by the model", "ask": "saved", None: f"not saved ({why})"}
+        tokens = f"{result.usage['input_tokens']:,} in / {result.usage['output_tokens']:,} out tokens"
+        console.print(
+            f"[dim]{result.turns} turns, {len(result.tool_calls)} tool calls, {tokens}, {result.model}; "
+            f"belief {saved[result.belief_saved_by]}[/dim]",
+            highlight=False,
+        )
+
+    return _emit(args, result.to_json(), render)
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 
@@ -385,6 +434,7 @@ COMMANDS = {
     "check": cmd_check,
     "compare": cmd_compare,
     "carbon": cmd_carbon,
+    "ask": cmd_ask,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }

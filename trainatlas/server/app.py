@@ -56,6 +56,7 @@ def build_server(root: str | Path | None = None, token: str | None = None, poll_
             yield {"root": str(state.root)}
         finally:
             watcher.cancel()
+            state.close()
 
     mcp = FastMCP(
         "trainatlas",

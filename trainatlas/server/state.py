@@ -100,3 +100,12 @@ class RootState:
                 self._sandbox = open_sandbox(self.root)
                 self._sandbox_built = now
             return self._sandbox
+
+    def close(self) -> None:
+        """Close the DuckDB connections; the next request reopens them. The tools stay referenced (fastmcp
+        caches them) until interpreter exit, and DuckDB objects alive at exit make nanobind report leaks."""
+        with self._lock:
+            for catalog in (self._catalog, self._sandbox):
+                if catalog is not None:
+                    catalog.con.close()
+            self._catalog = self._sandbox = None
