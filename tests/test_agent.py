@@ -187,7 +187,8 @@ def test_plots_reach_the_model_as_images_and_large_results_are_cut(runs, fake) -
     root, run = runs["root"], runs["good"]
     api = fake([
         message(tool_use("p", "plot_metrics", {"runs": [run]}),
-                tool_use("s", "get_metric_series", {"run": run, "keys": ["train/loss"]}), stop="tool_use"),
+                tool_use("s", "get_metric_series", {"run": run, "keys": ["train/loss", "grad_norm", "lr"]}),
+                stop="tool_use"),
         message(text("Smooth descent, nothing to fix.")),  # no belief block: nothing is saved
     ])  # fmt: skip
 
