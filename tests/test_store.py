@@ -181,3 +181,16 @@ def test_numeric_run_names_in_paths_stay_strings(root):
     con = trainatlas.open_catalog(root)
     assert con.execute("SELECT DISTINCT run_id FROM scalars").fetchall() == [("0123",)]
     assert con.execute("SELECT count(*) FROM scalars s JOIN runs USING (run_id)").fetchone() == (3,)
+
+
+def test_a_run_reached_through_a_symlink_has_its_real_path(root, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "run=linked"
+    (elsewhere / "scalars").mkdir(parents=True)
+    (elsewhere / "run.json").write_text(json.dumps({"run_id": "linked", "status": "completed"}))
+    write_shard_atomic(scalars("linked", range(3)), shard_path(elsewhere / "scalars", 0))
+    (root / "project=p").mkdir(parents=True)
+    (root / "project=p" / "run=linked").symlink_to(elsewhere, target_is_directory=True)
+    catalog = Catalog(root)
+    assert [r["path"] for r in catalog.runs] == [str(elsewhere.resolve())]
+    assert catalog.resolve(str(elsewhere))["run_id"] == "linked"
+    assert catalog.con.execute("SELECT count(*) FROM scalars WHERE run_id = 'linked'").fetchone() == (3,)
