@@ -11,9 +11,16 @@ import pytest
 from conftest import observer, train
 
 import trainatlas
-from trainatlas.store.catalog import Catalog
+from trainatlas.store.catalog import Catalog, Sources
 from trainatlas.store.schema import arrow_schema
-from trainatlas.store.shards import compact, is_readable_shard, list_shards, shard_path, write_shard_atomic
+from trainatlas.store.shards import (
+    compact,
+    inspect_shard,
+    is_readable_shard,
+    list_shards,
+    shard_path,
+    write_shard_atomic,
+)
 
 
 def scalars(run_id: str, steps: range) -> pa.Table:
@@ -141,6 +148,31 @@ def test_run_lookup_by_id_name_prefix_and_path(root):
         catalog.resolve("nope")
 
 
+def test_shards_of_other_schemas_are_read_by_name_and_current_ones_by_glob(root):
+    def run_with(run_id: str, *tables: pa.Table):
+        run = root / "project=p" / f"run={run_id}"
+        (run / "scalars").mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"run_id": run_id, "status": "completed"}))
+        for i, table in enumerate(tables):
+            write_shard_atomic(table, shard_path(run / "scalars", i))
+        return run / "scalars"
+
+    older = scalars("mixed", range(3)).drop(["ts"])  # written before the column "ts" existed
+    newer = scalars("newer", range(2)).append_column("later", pa.array([1, 2]))  # by a newer writer
+    mixed = run_with("mixed", older, scalars("mixed", range(3, 5)))
+    run_with("current", scalars("current", range(4)))
+    run_with("old", scalars("old", range(3)).drop(["ts"]), newer)
+    assert inspect_shard(mixed / "part-000001.parquet")[1] == (
+        ("run_id", 6, 0), ("step", 2, None), ("ts", 5, None), ("key", 6, 0), ("value", 5, None))  # fmt: skip
+    catalog = Catalog(root)
+    rows = catalog.con.execute("SELECT run_id, count(*), count(ts) FROM scalars GROUP BY 1 ORDER BY 1").fetchall()
+    assert rows == [("current", 4, 4), ("mixed", 5, 2), ("old", 5, 2)]
+    sources = {run_id: s["scalars"] for run_id, s in catalog._run_sources.items()}
+    assert sources["current"] == Sources([str(root.resolve() / "project=p/run=current/scalars/*.parquet")], [])
+    assert [len(s) for s in sources["mixed"]] == [1, 1]
+    assert sources["old"] == Sources([], [str(root.resolve() / "project=p/run=old/scalars/*.parquet")])
+
+
 def test_numeric_run_names_in_paths_stay_strings(root):
     run = root / "project=p" / "run=0123"
     (run / "scalars").mkdir(parents=True)
@@ -149,3 +181,16 @@ def test_numeric_run_names_in_paths_stay_strings(root):
     con = trainatlas.open_catalog(root)
     assert con.execute("SELECT DISTINCT run_id FROM scalars").fetchall() == [("0123",)]
     assert con.execute("SELECT count(*) FROM scalars s JOIN runs USING (run_id)").fetchone() == (3,)
+
+
+def test_a_run_reached_through_a_symlink_has_its_real_path(root, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "run=linked"
+    (elsewhere / "scalars").mkdir(parents=True)
+    (elsewhere / "run.json").write_text(json.dumps({"run_id": "linked", "status": "completed"}))
+    write_shard_atomic(scalars("linked", range(3)), shard_path(elsewhere / "scalars", 0))
+    (root / "project=p").mkdir(parents=True)
+    (root / "project=p" / "run=linked").symlink_to(elsewhere, target_is_directory=True)
+    catalog = Catalog(root)
+    assert [r["path"] for r in catalog.runs] == [str(elsewhere.resolve())]
+    assert catalog.resolve(str(elsewhere))["run_id"] == "linked"
+    assert catalog.con.execute("SELECT count(*) FROM scalars WHERE run_id = 'linked'").fetchone() == (3,)

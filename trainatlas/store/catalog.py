@@ -5,7 +5,10 @@ DuckDB fails a whole query on one bad file and has no option to skip it, so ever
 here first (cheaply, and cached by path, size and mtime). A run whose shards are all sound is read
 through a glob of its table directory, so shards it writes after the catalog opened are seen; a
 run with a bad shard is read through the list of its good shards, with a warning.
-"""
+
+Vetting also reads each shard's schema from its footer: shards in the current schema (all the
+writer makes) are read without ``union_by_name``, which would make DuckDB open every file's footer
+again when binding each view and each query; only older or foreign shards are read by name."""
 
 from __future__ import annotations
 
@@ -14,14 +17,14 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 
 from trainatlas.store.layout import RUN_FILE, TABLES, iter_run_dirs, resolve_root
 from trainatlas.store.runinfo import effective_status, parse_iso, read_run_json
 from trainatlas.store.schema import COLUMNS
-from trainatlas.store.shards import is_readable_shard, list_shards
+from trainatlas.store.shards import inspect_shard, live_shard_names
 
 RUNS_COLUMNS = (
     ("run_id", "VARCHAR"),
@@ -37,40 +40,63 @@ RUNS_COLUMNS = (
     ("path", "VARCHAR"),
 )
 _GLOB_CHARS = set("*?[]{}")
-_vetted: dict[Path, tuple[int, int, bool]] = {}
+_PHYSICAL = {"VARCHAR": (6, 0), "BIGINT": (2, None), "INTEGER": (1, None), "DOUBLE": (5, None), "BOOLEAN": (0, None)}
+_CURRENT = {t: tuple((name, *_PHYSICAL[kind]) for name, kind in cols) for t, cols in COLUMNS.items()}
+_vetted: dict[str, tuple[int, int, bool, bool]] = {}  # path -> size, mtime, readable, current schema
 _vetted_lock = threading.Lock()
 
 
-def _shard_ok(path: Path) -> bool:
-    """Vet a shard once per (size, mtime); warn once when it is unreadable."""
+class Sources(NamedTuple):
+    """What DuckDB reads for one table: paths or globs of shards in the current schema (read
+    without ``union_by_name``, which would open every file's footer when binding), and of older
+    or foreign shards (read by name)."""
+
+    current: list[str]
+    other: list[str]
+
+
+def _vet(entry: os.DirEntry[str], table: str) -> tuple[bool, bool]:
+    """(readable, in the current schema) for a shard, checked once per (size, mtime); warns once
+    when it is unreadable."""
     try:
-        st = path.stat()
+        st = entry.stat()
     except OSError:
-        return False
+        return False, False
     with _vetted_lock:
-        cached = _vetted.get(path)
+        cached = _vetted.get(entry.path)
     if cached and cached[:2] == (st.st_size, st.st_mtime_ns):
-        return cached[2]
-    ok = is_readable_shard(path)
+        return cached[2], cached[3]
+    ok, columns = inspect_shard(entry.path)
+    current = ok and columns == _CURRENT[table]
     with _vetted_lock:
-        _vetted[path] = (st.st_size, st.st_mtime_ns, ok)
+        _vetted[entry.path] = (st.st_size, st.st_mtime_ns, ok, current)
     if not ok:
-        warnings.warn(f"trainatlas: skipping unreadable shard {path}", stacklevel=3)
-    return ok
+        warnings.warn(f"trainatlas: skipping unreadable shard {entry.path}", stacklevel=4)
+    return ok, current
 
 
-def _table_sources(table_dir: Path) -> tuple[list[str], bool]:
-    """Paths or globs DuckDB should read for one run's table, and whether any file exists."""
-    shards = list_shards(table_dir)
-    good = [s for s in shards if _shard_ok(s.path)]
+def _table_sources(table_dir: str, table: str) -> Sources:
+    """What DuckDB should read for one run's table: a glob of its directory when every file there
+    is a sound shard of one kind (so shards written after the catalog opened are seen), else the
+    list of its good live shards."""
     try:
-        on_disk = sum(1 for n in os.listdir(table_dir) if n.endswith(".parquet"))
+        with os.scandir(table_dir) as it:
+            entries = {e.name: e for e in it if e.name.endswith(".parquet")}
     except OSError:
-        on_disk = 0
-    clean = len(good) == on_disk and not (_GLOB_CHARS & set(str(table_dir)))
-    if clean:
-        return [str(table_dir / "*.parquet")], bool(good)
-    return [str(s.path) for s in good], bool(good)
+        return Sources([], [])
+    current: list[str] = []
+    other: list[str] = []
+    for _, _, name in live_shard_names(entries):
+        ok, is_current = _vet(entries[name], table)
+        if ok:
+            (current if is_current else other).append(entries[name].path)
+    if len(current) + len(other) == len(entries) and not (_GLOB_CHARS & set(table_dir)):
+        pattern = [os.path.join(table_dir, "*.parquet")]
+        if not other:
+            return Sources(pattern, [])
+        if not current:
+            return Sources([], pattern)
+    return Sources(current, other)
 
 
 def _run_row(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
@@ -85,8 +111,14 @@ def _run_row(run_dir: Path, info: dict[str, Any]) -> dict[str, Any]:
         "steps": int(info.get("steps") or 0),
         "config": json.dumps(info.get("config") or {}, default=str),
         "source": str(info.get("source", "observer")),
-        "path": str(run_dir.resolve()),
+        "path": os.path.realpath(run_dir) if _linked(run_dir) else str(run_dir),
     }
+
+
+def _linked(run_dir: Path) -> bool:
+    """Whether a run directory under the (resolved) root is reached through a symlink: only then
+    does its path need resolving (a syscall per path component, noticeable over 1,000s of runs)."""
+    return os.path.islink(run_dir) or os.path.islink(run_dir.parent)
 
 
 def _columns(table: str) -> str:
@@ -109,7 +141,7 @@ class Catalog:
     def refresh(self) -> None:
         """Rescan the root: new runs, new statuses, newly corrupt or compacted shards."""
         rows: list[dict[str, Any]] = []
-        run_sources: dict[str, dict[str, tuple[list[str], bool]]] = {}
+        run_sources: dict[str, dict[str, Sources]] = {}
         for run_dir in iter_run_dirs(self.root):
             try:
                 info = read_run_json(run_dir / RUN_FILE)
@@ -118,7 +150,7 @@ class Catalog:
                 continue
             row = _run_row(run_dir, info)
             rows.append(row)
-            run_sources[row["run_id"]] = {table: _table_sources(run_dir / table) for table in TABLES}
+            run_sources[row["run_id"]] = {t: _table_sources(os.path.join(run_dir, t), t) for t in TABLES}
         self.runs = rows
         self._run_sources = run_sources
         self._store("_trainatlas_runs", RUNS_COLUMNS, rows)
@@ -127,15 +159,15 @@ class Catalog:
         )
         for table in TABLES:
             self._store(f"_trainatlas_empty_{table}", COLUMNS[table], [])
-            paths = [p for sources in run_sources.values() for p in sources[table][0]]
-            has_files = any(sources[table][1] for sources in run_sources.values())
-            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {_select(table, paths, has_files)}")
+            current = [p for sources in run_sources.values() for p in sources[table].current]
+            other = [p for sources in run_sources.values() for p in sources[table].other]
+            self.con.execute(f"CREATE OR REPLACE VIEW {table} AS {_select(table, Sources(current, other))}")
 
     def run_table(self, table: str, run_id: str) -> str:
         """A relation (SQL text) over one run's shards only: what per-run analysis reads, without
         listing every other run's files."""
-        paths, has_files = self._run_sources.get(run_id, {}).get(table, ([], False))
-        return f"({_select(table, paths, has_files)})"
+        sources = self._run_sources.get(run_id, {}).get(table, Sources([], []))
+        return f"({_select(table, sources)})"
 
     def _store(self, name: str, columns: tuple[tuple[str, str], ...], rows: list[dict[str, Any]]) -> None:
         """A DuckDB table of ``rows``, passed column-wise as list parameters (fast, and no pandas or
@@ -172,18 +204,21 @@ class Catalog:
         raise LookupError(f"no run {ref!r} under {self.root} (try `trainatlas runs`)")
 
 
-def _select(table: str, sources: list[str], has_files: bool) -> str:
+def _select(table: str, sources: Sources) -> str:
     """A table's query over shards. The union with an empty table of the current schema gives every
     column even when all shards predate it (NULL there)."""
-    empty = f"_trainatlas_empty_{table}"
-    if not has_files:
-        return f"SELECT * FROM {empty}"
-    listing = "[" + ", ".join(_sql_str(s) for s in sources) + "]"
-    return (
-        f"SELECT {_columns(table)} FROM (SELECT run AS run_id, * EXCLUDE (run_id, run, project) "
-        f"FROM read_parquet({listing}, hive_partitioning=true, hive_types={{'project': VARCHAR, 'run': VARCHAR}}, "
-        f"union_by_name=true, allow_empty=true) UNION ALL BY NAME SELECT * FROM {empty})"
-    )
+    parts = [f"SELECT * FROM _trainatlas_empty_{table}"]
+    for paths, by_name in ((sources.current, False), (sources.other, True)):
+        if paths:
+            listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
+            parts.append(
+                f"SELECT run AS run_id, * EXCLUDE (run_id, run, project) FROM read_parquet({listing}, "
+                f"hive_partitioning=true, hive_types={{'project': VARCHAR, 'run': VARCHAR}}, "
+                f"union_by_name={str(by_name).lower()}, allow_empty=true)"
+            )
+    if len(parts) == 1:
+        return parts[0]
+    return f"SELECT {_columns(table)} FROM ({' UNION ALL BY NAME '.join(parts[1:] + parts[:1])})"
 
 
 def _param(value: Any) -> Any:

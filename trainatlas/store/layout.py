@@ -42,12 +42,17 @@ def run_dir(root: Path, project: str, run_id: str) -> Path:
 
 
 def iter_run_dirs(root: Path) -> Iterator[Path]:
-    """Every run directory under the root (those holding a ``run.json``)."""
-    if not root.is_dir():
-        return
-    for project in sorted(root.iterdir()):
-        if not project.name.startswith("project=") or not project.is_dir():
-            continue
-        for run in sorted(project.iterdir()):
-            if run.name.startswith("run=") and (run / RUN_FILE).is_file():
-                yield run
+    """Every run directory under the root (those holding a ``run.json``), in name order. Uses
+    ``os.scandir``: a root of thousands of runs is listed on every catalog open."""
+    for project in _subdirs(str(root), "project="):
+        for run in _subdirs(project, "run="):
+            if os.path.isfile(os.path.join(run, RUN_FILE)):
+                yield Path(run)
+
+
+def _subdirs(parent: str, prefix: str) -> list[str]:
+    try:
+        with os.scandir(parent) as it:
+            return sorted(e.path for e in it if e.name.startswith(prefix) and e.is_dir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 _NAME = re.compile(r"^part-(\d+)(?:-(\d+))?\.parquet$")
 _MAGIC = b"PAR1"
+_FOOTER_PEEK = 16 << 10  # the schema comes first in the footer; columns beyond this are not parsed
 SMALL_SHARD_BYTES = 8 << 20
 MERGE_BYTES = 64 << 20  # a merge rewrites at most this much
 ROLLING_COMPACT_AT = 64  # small shards in one table directory before they are merged
@@ -49,15 +51,20 @@ def list_shards(table_dir: Path) -> list[Shard]:
         names = os.listdir(table_dir)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    return [Shard(first, last, table_dir / name) for first, last, name in live_shard_names(names)]
+
+
+def live_shard_names(names: Iterable[str]) -> list[tuple[int, int, str]]:
+    """``(first, last, name)`` of the live shards among file names, sorted, leftovers excluded."""
     shards = []
     for name in names:
         m = _NAME.match(name)
         if m:
             first = int(m.group(1))
-            shards.append(Shard(first, int(m.group(2) or first), table_dir / name))
+            shards.append((first, int(m.group(2) or first), name))
     shards.sort()
-    ranges = [(s.first, s.last) for s in shards if s.last > s.first]
-    return [s for s in shards if s.last > s.first or not any(a <= s.first <= b for a, b in ranges)]
+    ranges = [(a, b) for a, b, _ in shards if b > a]
+    return [s for s in shards if s[1] > s[0] or not any(a <= s[0] <= b for a, b in ranges)]
 
 
 def next_index(table_dir: Path) -> int:
@@ -75,18 +82,140 @@ def is_readable_shard(path: Path) -> bool:
     """Cheap structural check (two small reads): Parquet magic at both ends and a footer that
     fits in the file. Catches truncated, empty and foreign files, which make DuckDB fail a
     whole query."""
+    return inspect_shard(path)[0]
+
+
+def inspect_shard(path: str | os.PathLike[str]) -> tuple[bool, tuple[tuple[str, int, int | None], ...] | None]:
+    """``is_readable_shard`` and, in the same open, the shard's columns as ``(name, physical type,
+    converted type)`` read from the footer, or None when they cannot be parsed (a reader then
+    falls back to reading the file by name, slower but safe)."""
     try:
-        size = path.stat().st_size
-        if size < 12:
-            return False
-        with open(path, "rb") as f:
-            head = f.read(4)
-            f.seek(size - 8)
-            tail = f.read(8)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return False
-    footer_len = int.from_bytes(tail[:4], "little")
-    return head == _MAGIC and tail[4:] == _MAGIC and 0 < footer_len <= size - 12
+        return False, None
+    try:
+        size = os.fstat(fd).st_size
+        if size < 12:
+            return False, None
+        head, tail = os.pread(fd, 4, 0), os.pread(fd, 8, size - 8)
+        footer_len = int.from_bytes(tail[:4], "little")
+        if head != _MAGIC or tail[4:] != _MAGIC or not 0 < footer_len <= size - 12:
+            return False, None
+        footer = os.pread(fd, min(footer_len, _FOOTER_PEEK), size - 8 - footer_len)
+    except OSError:
+        return False, None
+    finally:
+        os.close(fd)
+    try:
+        return True, _footer_columns(footer)
+    except (IndexError, ValueError):
+        return True, None
+
+
+def _footer_columns(footer: bytes) -> tuple[tuple[str, int, int | None], ...] | None:
+    """The flat columns in the schema of a Parquet footer (Thrift compact ``FileMetaData``, whose
+    field 2 is the schema: a root element, then one element per column). Footers written with the
+    same schema start with the same bytes, so those are remembered and parsed once."""
+    for prefix, columns in _known_schemas.items():
+        if footer.startswith(prefix):
+            return columns
+    r = _Thrift(footer)
+    for fid, kind in r.fields():
+        if fid != 2 or kind != 9:
+            r.skip(kind)
+            continue
+        count, _ = r.list_header()
+        elements = []
+        for _ in range(count):
+            elem: dict[int, Any] = {}
+            for efid, ekind in r.fields():
+                if efid in (1, 5, 6) and ekind == 5:
+                    elem[efid] = r.zigzag()
+                elif efid == 4 and ekind == 8:
+                    elem[4] = r.binary().decode()
+                else:
+                    r.skip(ekind)
+            elements.append(elem)
+        leaves = elements[1:]
+        if not elements or any(5 in e or 1 not in e for e in leaves):
+            return None  # nested columns: not a trainatlas shard
+        columns = tuple((e[4], e[1], e.get(6)) for e in leaves)
+        if len(_known_schemas) < 64:
+            _known_schemas[footer[: r.pos]] = columns
+        return columns
+    return None
+
+
+_known_schemas: dict[bytes, tuple[tuple[str, int, int | None], ...]] = {}
+
+
+class _Thrift:
+    """Just enough of the Thrift compact protocol to walk a Parquet footer."""
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf, self.pos = buf, 0
+
+    def byte(self) -> int:
+        self.pos += 1
+        return self.buf[self.pos - 1]
+
+    def varint(self) -> int:
+        out = shift = 0
+        while True:
+            b = self.byte()
+            out |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return out
+
+    def zigzag(self) -> int:
+        v = self.varint()
+        return (v >> 1) ^ -(v & 1)
+
+    def binary(self) -> bytes:
+        n = self.varint()
+        self.pos += n
+        if self.pos > len(self.buf):
+            raise IndexError("past the end")
+        return self.buf[self.pos - n : self.pos]
+
+    def fields(self) -> Iterator[tuple[int, int]]:
+        """(field id, type) of each field of a struct, up to its stop byte."""
+        fid = 0
+        while (b := self.byte()) != 0:
+            fid = fid + (b >> 4) if b >> 4 else self.zigzag()
+            yield fid, b & 0x0F
+
+    def list_header(self) -> tuple[int, int]:
+        b = self.byte()
+        return (self.varint() if b >> 4 == 15 else b >> 4), b & 0x0F
+
+    def skip(self, kind: int, in_list: bool = False) -> None:
+        if kind in (1, 2):  # booleans: in the field header, one byte in a list
+            self.pos += in_list
+        elif kind == 3:
+            self.pos += 1
+        elif kind in (4, 5, 6):
+            self.varint()
+        elif kind == 7:
+            self.pos += 8
+        elif kind == 8:
+            self.binary()
+        elif kind in (9, 10):
+            count, elem = self.list_header()
+            for _ in range(count):
+                self.skip(elem, in_list=True)
+        elif kind == 11:
+            count = self.varint()
+            kv = self.byte() if count else 0
+            for _ in range(count):
+                self.skip(kv >> 4, in_list=True)
+                self.skip(kv & 0x0F, in_list=True)
+        elif kind == 12:
+            for _, k in self.fields():
+                self.skip(k)
+        else:
+            raise ValueError(f"unknown Thrift type {kind}")
 
 
 def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
