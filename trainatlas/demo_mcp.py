@@ -7,26 +7,34 @@ import asyncio
 import base64
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 
 async def _ask(root: Path, buggy: str, healthy: str, plot_path: Path) -> dict[str, Any]:
     from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
 
     env = {**os.environ, "FASTMCP_LOG_LEVEL": "ERROR"}
     server = StdioServerParameters(command=sys.executable, args=["-m", "trainatlas", "serve", "--root", str(root)],
                                    env=env)  # fmt: skip
-    async with Client(server) as client:
-        tools = [t.name for t in (await client.list_tools()).tools]
-        runs = (await client.call_tool("list_runs", {"project": "demo", "limit": 10})).structured_content
-        diagnosis = (await client.call_tool("diagnose", {"run": buggy})).structured_content
-        status = (await client.call_tool("training_status", {"run": buggy})).structured_content
-        plot = await client.call_tool("plot_metrics", {"runs": [healthy, buggy], "keys": ["train/loss", "val/acc"]})
-        image = next(block for block in plot.content if block.type == "image")
-        plot_path.write_bytes(base64.b64decode(image.data))
-        return {"protocol": client.protocol_version, "tools": tools, "runs": runs, "diagnosis": diagnosis,
-                "status": status, "plot": str(plot_path)}  # fmt: skip
+    # The server's stderr goes to a scratch file: ours may be a test's capture without a file descriptor.
+    with tempfile.TemporaryFile("w+") as errlog:
+        async with Client(stdio_client(server, errlog=errlog)) as client:
+            return await _questions(client, buggy, healthy, plot_path)
+
+
+async def _questions(client: Any, buggy: str, healthy: str, plot_path: Path) -> dict[str, Any]:
+    tools = [t.name for t in (await client.list_tools()).tools]
+    runs = (await client.call_tool("list_runs", {"project": "demo", "limit": 10})).structured_content
+    diagnosis = (await client.call_tool("diagnose", {"run": buggy})).structured_content
+    status = (await client.call_tool("training_status", {"run": buggy})).structured_content
+    plot = await client.call_tool("plot_metrics", {"runs": [healthy, buggy], "keys": ["train/loss", "val/acc"]})
+    image = next(block for block in plot.content if block.type == "image")
+    plot_path.write_bytes(base64.b64decode(image.data))
+    return {"protocol": client.protocol_version, "tools": tools, "runs": runs, "diagnosis": diagnosis,
+            "status": status, "plot": str(plot_path)}  # fmt: skip
 
 
 def ask_server(root: Path, buggy: str, healthy: str) -> dict[str, Any]:
