@@ -13,10 +13,14 @@ MAD_TO_SIGMA = 1.4826
 
 def buckets(series: Series, n: int = MAX_BUCKETS) -> Series:
     """Medians of ``n`` consecutive equal-count buckets (the series itself when it is short);
-    each bucket is placed at its last step."""
-    m = len(series)
-    if m <= n:
+    each bucket is placed at its last step. Cached on the series: several checks ask for the same."""
+    if len(series) <= n:
         return series
+    return series.memo(("buckets", n), lambda: _buckets(series, n))
+
+
+def _buckets(series: Series, n: int) -> Series:
+    m = len(series)
     edges = np.linspace(0, m, n + 1).astype(np.int64)
     size = int(np.min(np.diff(edges)))
     # equal-size core via reshape (fast), the few leftover points join the last bucket's step
@@ -34,6 +38,11 @@ def window(series: Series, start_frac: float, end_frac: float) -> Series:
 
 def median(values: np.ndarray) -> float:
     return float(np.median(values)) if len(values) else float("nan")
+
+
+def level(series: Series) -> float:
+    """The median of a whole series, cached on it (several checks ask for it)."""
+    return series.memo("median", lambda: median(series.values))
 
 
 def mad(values: np.ndarray) -> float:
