@@ -99,15 +99,13 @@ class RunData:
     def _load_all(self, keys: list[str]) -> None:
         """Every key in one scan, in the rows' stored order. The key comes as its position in
         ``keys`` (a string per row would cost more than the scan) and the rows through Arrow (a
-        third of the cost of fetchnumpy for millions of rows); a stable sort by that code splits
-        them into per-key series, repeated steps keeping their stored order."""
+        third of the cost of fetchnumpy for millions of rows)."""
         table = self.catalog.con.sql(
             f"SELECT list_position(?, key)::UTINYINT AS code, step, value FROM {self.scalars_table}", params=[keys]
         ).to_arrow_table()
         code, steps, values = (table.column(name).to_numpy() for name in ("code", "step", "value"))
-        order = np.argsort(code, kind="stable")
-        code, steps, values = code[order], steps[order], values[order]
-        ends = np.searchsorted(code, np.arange(len(keys) + 2), side="right")  # code 0 (no key) cannot happen
+        order, ends = _group_rows(code, len(keys) + 1)
+        steps, values = steps[order], values[order]
         for i, key in enumerate(keys, start=1):
             self._series[key] = _ordered(steps[ends[i - 1] : ends[i]], values[ends[i - 1] : ends[i]])
 
@@ -176,13 +174,31 @@ class RunData:
         return len(self.layers()["step"]) > 0
 
 
+def _group_rows(code: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The row order that puts rows of equal ``code`` together (stable: stored order within a code),
+    and where each code's rows end. Rows mostly come in runs of one key (the Observer writes a
+    block of steps key by key): then the runs are sorted rather than the rows, for the same order
+    at half the cost of a stable argsort."""
+    n = len(code)
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]]) if n else np.zeros(0, dtype=np.int64)
+    if len(starts) > n // 16:  # interleaved keys
+        return np.argsort(code, kind="stable"), np.cumsum(np.bincount(code, minlength=groups))
+    lengths = np.diff(np.r_[starts, n])
+    runs = np.argsort(code[starts], kind="stable")
+    out_starts = np.cumsum(lengths[runs]) - lengths[runs]
+    order = np.arange(n) + np.repeat(starts[runs] - out_starts, lengths[runs])
+    return order, np.cumsum(np.bincount(code[starts], weights=lengths, minlength=groups)).astype(np.int64)
+
+
 def _ordered(steps: Any, values: Any) -> Series:
     steps = np.asarray(steps, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
-    if len(steps) > 1 and np.any(np.diff(steps) < 0):
+    step = np.diff(steps)
+    if np.any(step < 0):
         order = np.argsort(steps, kind="stable")
         steps, values = steps[order], values[order]
-    if len(steps) > 1 and np.any(np.diff(steps) == 0):  # keep the last value of a repeated step
-        last = np.append(np.diff(steps) != 0, True)
+        step = np.diff(steps)
+    if not np.all(step):  # keep the last value of a repeated step
+        last = np.append(step != 0, True)
         steps, values = steps[last], values[last]
     return Series(steps, values)
