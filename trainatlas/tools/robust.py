@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainatlas.tools.medians import median, row_medians
 from trainatlas.tools.rundata import Series
 
 MAX_BUCKETS = 2000
@@ -25,8 +26,7 @@ def _buckets(series: Series, n: int) -> Series:
     size = int(np.min(np.diff(edges)))
     # equal-size core via reshape (fast), the few leftover points join the last bucket's step
     idx = edges[:-1, None] + np.arange(size)[None, :]
-    medians = np.median(series.values[idx], axis=1)
-    return Series(series.steps[edges[1:] - 1], medians)
+    return Series(series.steps[edges[1:] - 1], row_medians(series.values[idx]))
 
 
 def window(series: Series, start_frac: float, end_frac: float) -> Series:
@@ -34,10 +34,6 @@ def window(series: Series, start_frac: float, end_frac: float) -> Series:
     m = len(series)
     a, b = int(m * start_frac), max(int(m * end_frac), int(m * start_frac) + 1)
     return Series(series.steps[a:b], series.values[a:b])
-
-
-def median(values: np.ndarray) -> float:
-    return float(np.median(values)) if len(values) else float("nan")
 
 
 def level(series: Series) -> float:
@@ -49,7 +45,7 @@ def mad(values: np.ndarray) -> float:
     """Median absolute deviation, scaled to a standard deviation for normal data."""
     if not len(values):
         return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+    return MAD_TO_SIGMA * median(np.abs(values - median(values)))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
