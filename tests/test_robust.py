@@ -15,7 +15,7 @@ from trainatlas.store.shards import shard_path, write_shard_atomic
 from trainatlas.tools import rundata
 from trainatlas.tools.medians import median, row_medians
 from trainatlas.tools.robust import buckets
-from trainatlas.tools.rundata import RunData, Series, _group_rows
+from trainatlas.tools.rundata import RunData, Series, _split_rows
 
 
 def test_median_is_exactly_numpys():
@@ -44,16 +44,21 @@ def test_buckets_are_medians_and_cached():
 
 
 @pytest.mark.parametrize("layout", ["grouped", "interleaved", "random"])
-def test_group_rows_is_a_stable_sort_by_code(layout):
+def test_split_rows_is_a_stable_sort_by_code(layout):
     rng = np.random.default_rng(2)
     code = {
         "grouped": np.tile(np.repeat(np.arange(1, 6, dtype=np.uint8), 500), 4),
         "interleaved": np.tile(np.arange(1, 6, dtype=np.uint8), 2000),
         "random": rng.integers(1, 6, size=10_000).astype(np.uint8),
     }[layout]
-    order, ends = _group_rows(code, 7)
-    assert np.array_equal(order, np.argsort(code, kind="stable"))
-    assert np.array_equal(ends, np.cumsum(np.bincount(code, minlength=7)))
+    steps, values = np.arange(len(code)), rng.random(len(code))
+    split = _split_rows(code, steps, values, 7)
+    order = np.argsort(code, kind="stable")
+    ends = np.r_[0, np.cumsum(np.bincount(code, minlength=7))]
+    assert len(split) == 7 and len(split[0][0]) == len(split[6][0]) == 0
+    for g, (s, v) in enumerate(split):
+        assert np.array_equal(s, steps[order][ends[g] : ends[g + 1]])
+        assert np.array_equal(v, values[order][ends[g] : ends[g + 1]])
 
 
 def _write_run(root, rows: list[tuple[int, str, float]]) -> None:
