@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
+from trainatlas.tools.medians import median
+
 MIN_POINTS = 10
 MIN_SPAN = 0.05  # the curve must reach this share of target_step
 MAX_BUCKETS = 200
@@ -183,8 +185,8 @@ def _buckets(s: np.ndarray, y: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndar
     if len(s) <= nb:
         return s.copy(), y.copy()
     edges = np.linspace(0, len(s), nb + 1).round().astype(int)
-    bs = np.array([np.median(s[i:j]) for i, j in zip(edges[:-1], edges[1:], strict=True)])
-    by = np.array([np.median(y[i:j]) for i, j in zip(edges[:-1], edges[1:], strict=True)])
+    bs = np.array([median(s[i:j]) for i, j in zip(edges[:-1], edges[1:], strict=True)])
+    by = np.array([median(y[i:j]) for i, j in zip(edges[:-1], edges[1:], strict=True)])
     return bs, by
 
 
@@ -206,7 +208,7 @@ def _noise(y: np.ndarray) -> float:
     if len(tail) < 3:
         return 0.0
     d2 = tail[2:] - 2 * tail[1:-1] + tail[:-2]
-    return float(1.4826 * np.median(np.abs(d2 - np.median(d2))) / math.sqrt(6.0))
+    return float(1.4826 * median(np.abs(d2 - median(d2))) / math.sqrt(6.0))
 
 
 def _smoothed(y: np.ndarray, share: float = 0.05) -> np.ndarray:
@@ -214,7 +216,7 @@ def _smoothed(y: np.ndarray, share: float = 0.05) -> np.ndarray:
     w = max(1, min(len(y), math.ceil(share * len(y))))
     stride = max(1, w // 4)
     starts = np.arange(0, len(y) - w + 1, stride)
-    return np.array([np.median(y[i : i + w]) for i in starts])
+    return np.array([median(y[i : i + w]) for i in starts])
 
 
 # -- the forecast ---------------------------------------------------------------------------------
@@ -260,11 +262,11 @@ def _forecast(steps: object, values: object, target_step: object, lower_is_bette
     # In units of the typical |y|, so that every threshold is relative and nothing overflows.
     sign, shift = (1.0, 0.0) if lower_is_better else (-1.0, 1.0 if v.min() >= 0 and v.max() <= 1 else 0.0)
     y = sign * (v - shift)
-    unit = next((u for u in (float(np.median(np.abs(y))), float(np.max(np.abs(y)))) if 0 < u < math.inf), 1.0)
+    unit = next((u for u in (median(np.abs(y)), float(np.max(np.abs(y)))) if 0 < u < math.inf), 1.0)
     y = np.clip(y / unit, -1e100, 1e100)
     scale = target + offset
     k_now = max(3, math.ceil(0.05 * len(y)))
-    current = float(np.median(y[-k_now:]))
+    current = median(y[-k_now:])
     best = float(np.min(_smoothed(y)))
     noise = _noise(y)
     level_sd = noise * 1.2533 / math.sqrt(k_now)  # the standard error of a median of k_now points

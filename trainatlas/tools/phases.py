@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from trainatlas.tools.robust import median
 from trainatlas.tools.rundata import RunData
 
 PHASES = (
@@ -140,7 +141,7 @@ def windows(data: RunData, size: int | None = None) -> list[Window]:
     out = []
     for a, b in zip(np.r_[0, bounds], np.r_[bounds, len(index)], strict=True):
         values = loss.values[a:b]
-        level = float(np.median(values)) if np.isfinite(values).all() else math.nan
+        level = median(values) if np.isfinite(values).all() else math.nan
         w = int(index[a])
         end = (w + 1) * size
         entry = Window(end_step=min(end, int(loss.steps[b - 1])), loss=level)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainatlas.tools.medians import median, row_medians
 from trainatlas.tools.rundata import Series
 
 MAX_BUCKETS = 2000
@@ -13,16 +14,19 @@ MAD_TO_SIGMA = 1.4826
 
 def buckets(series: Series, n: int = MAX_BUCKETS) -> Series:
     """Medians of ``n`` consecutive equal-count buckets (the series itself when it is short);
-    each bucket is placed at its last step."""
-    m = len(series)
-    if m <= n:
+    each bucket is placed at its last step. Cached on the series: several checks ask for the same."""
+    if len(series) <= n:
         return series
+    return series.memo(("buckets", n), lambda: _buckets(series, n))
+
+
+def _buckets(series: Series, n: int) -> Series:
+    m = len(series)
     edges = np.linspace(0, m, n + 1).astype(np.int64)
     size = int(np.min(np.diff(edges)))
     # equal-size core via reshape (fast), the few leftover points join the last bucket's step
     idx = edges[:-1, None] + np.arange(size)[None, :]
-    medians = np.median(series.values[idx], axis=1)
-    return Series(series.steps[edges[1:] - 1], medians)
+    return Series(series.steps[edges[1:] - 1], row_medians(series.values[idx]))
 
 
 def window(series: Series, start_frac: float, end_frac: float) -> Series:
@@ -32,15 +36,16 @@ def window(series: Series, start_frac: float, end_frac: float) -> Series:
     return Series(series.steps[a:b], series.values[a:b])
 
 
-def median(values: np.ndarray) -> float:
-    return float(np.median(values)) if len(values) else float("nan")
+def level(series: Series) -> float:
+    """The median of a whole series, cached on it (several checks ask for it)."""
+    return series.memo("median", lambda: median(series.values))
 
 
 def mad(values: np.ndarray) -> float:
     """Median absolute deviation, scaled to a standard deviation for normal data."""
     if not len(values):
         return float("nan")
-    return float(MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+    return MAD_TO_SIGMA * median(np.abs(values - median(values)))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:

@@ -8,7 +8,7 @@ import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
 from trainatlas.tools.diagnostics.common import change_lr, lr_at
-from trainatlas.tools.robust import buckets, find_spikes, median, spearman, window
+from trainatlas.tools.robust import buckets, find_spikes, level, median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
 # vanishing_gradients (AUTOTRAINER): first/last layer gradient-norm ratio < 1e-3 and first-layer
@@ -42,9 +42,14 @@ LR_EXHAUSTED_REMAINING = 0.10
 
 
 def per_layer(data: RunData) -> dict[str, dict[str, Any]]:
-    """Layer name -> its rows over the sampled steps (arrays), in model order."""
+    """Layer name -> its rows over the sampled steps (arrays), in model order (computed once per
+    run: six checks use it; read-only)."""
     cols = data.layers()
     need(len(cols["step"]) > 0, "no per-layer stats recorded (watch(model) with sample_every > 0)")
+    return data.memo("per_layer", lambda: _split_layers(cols))
+
+
+def _split_layers(cols: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     order = np.lexsort((cols["step"], cols["position"]))
     names = cols["layer"][order]
@@ -100,7 +105,7 @@ def nonfinite_gradients(data: RunData) -> Issue | None:
 def vanishing_gradients(data: RunData) -> Issue | None:
     """Gradients reaching the first layers are orders of magnitude smaller than at the last."""
     gn = _grad_norm(data).finite()
-    global_level = median(gn.values) if len(gn) else float("nan")
+    global_level = level(gn) if len(gn) else float("nan")
     if data.has_layers:
         layers = param_layers(data)
         need(len(layers) >= 2, "needs at least two layers with parameters")

@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.robust import buckets, median, spearman, window
+from trainatlas.tools.robust import buckets, level, median, spearman, window
 from trainatlas.tools.rundata import RunData
 
 # dataloader_bottleneck: waiting for data takes > 30% of the step (warning), > 10% (info); the
@@ -38,7 +38,7 @@ def dataloader_bottleneck(data: RunData) -> Issue | None:
     """A large share of each step is spent waiting for the next batch."""
     wait, step = data.series("time/data_s").finite(), data.series("time/step_s").finite()
     need(len(wait) >= 20 and len(step) >= 20, "no data-wait timings (needs watch(model))")
-    share = median(wait.values) / max(median(step.values), 1e-12)
+    share = level(wait) / max(level(step), 1e-12)
     if share < DATA_INFO:
         return None
     return Issue(
@@ -46,10 +46,10 @@ def dataloader_bottleneck(data: RunData) -> Issue | None:
         severity="warning" if share >= DATA_WARNING else "info",
         title="Data loading is a bottleneck",
         message=(
-            f"Waiting for data takes {share:.0%} of each step (median {fmt(median(wait.values))} s of "
-            f"{fmt(median(step.values))} s): the accelerator idles meanwhile."
+            f"Waiting for data takes {share:.0%} of each step (median {fmt(level(wait))} s of "
+            f"{fmt(level(step))} s): the accelerator idles meanwhile."
         ),
-        evidence={"data_share": share, "median_data_s": median(wait.values), "median_step_s": median(step.values)},
+        evidence={"data_share": share, "median_data_s": level(wait), "median_step_s": level(step)},
         first_step=int(wait.steps[0]),
         fix_prompt=(
             "Use DataLoader(num_workers=4 or more, pin_memory=True, persistent_workers=True, prefetch_factor=4), "
@@ -163,7 +163,7 @@ def step_time_instability(data: RunData) -> Issue | None:
     st = data.series("time/step_s").finite()
     need(len(st) >= 100, "too few step times")
     _need_duration(data)
-    med = median(st.values)
+    med = level(st)
     share = float(np.mean(st.values > OUTLIER_FACTOR * med))
     if share < OUTLIER_INFO:
         return None
