@@ -29,9 +29,7 @@ def _json(payload: Any) -> str:
 
 
 def register_resources(mcp: FastMCP, state: RootState) -> None:
-    """Add the trainatlas:// resources to ``mcp``."""
-    from trainatlas.tools.report import diagnose
-    from trainatlas.tools.runs import list_runs, run_details
+    """Add the trainatlas:// resources to ``mcp``. The analysis is imported on first read, as in the tools."""
 
     def lookup(fn: Any, *args: Any) -> Any:
         try:
@@ -41,17 +39,23 @@ def register_resources(mcp: FastMCP, state: RootState) -> None:
 
     @mcp.resource("trainatlas://runs", mime_type="application/json", description="every run, newest first")
     def runs() -> str:
+        from trainatlas.tools.runs import list_runs
+
         return _json(lookup(list_runs))
 
     @mcp.resource(
         "trainatlas://runs/{run_id}/diagnostics", mime_type="application/json", description="a run's diagnosis"
     )
     def run_diagnostics(run_id: str) -> str:
+        from trainatlas.tools.report import diagnose
+
         diagnosis = state.answer(("diagnose", run_id, ()), lambda: lookup(diagnose, run_id))
         return _json(diagnosis.model_dump(mode="json"))
 
     @mcp.resource("trainatlas://runs/{run_id}", mime_type="application/json", description="one run's summary")
     def run(run_id: str) -> str:
+        from trainatlas.tools.runs import run_details
+
         return _json(lookup(run_details, run_id))
 
     @mcp.resource(

@@ -20,15 +20,10 @@ from pydantic import BaseModel, Field
 
 from trainatlas.server.state import RootState
 from trainatlas.tools import annotations as notes
-from trainatlas.tools.compare import Comparison, compare
-from trainatlas.tools.plots import plot_metrics as draw_plot
-from trainatlas.tools.report import Diagnosis, Status, diagnose, status
-from trainatlas.tools.runs import list_runs as runs_under_root
-from trainatlas.tools.runs import run_details
-from trainatlas.tools.series import layer_health as layer_stats
-from trainatlas.tools.series import list_events as events_of
-from trainatlas.tools.series import metric_series
-from trainatlas.tools.sustainability import SustainabilityReport, sustainability_report
+from trainatlas.tools.answers import Comparison, Diagnosis, Status, SustainabilityReport
+
+# The analysis modules (numpy, DuckDB) are imported inside the tools: the server answers
+# `initialize` before paying for them.
 
 MAX_ANSWER_CHARS = 80_000  # about 20k tokens
 SQL_MAX_CHARS = 60_000
@@ -111,6 +106,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         limit: Annotated[int, Field(ge=1, le=500)] = 50,
     ) -> RunList:
         """The training runs under the root, newest first: status, steps, last training loss, age."""
+        from trainatlas.tools.runs import list_runs as runs_under_root
+
         rows = runs_under_root(state.catalog(), project, status, name)
         listed = [RunRow(**{**r, "started_at": r["started_at"] and r["started_at"].isoformat()}) for r in rows]
         return RunList(runs=listed[:limit], total=len(rows), truncated=len(rows) > limit)
@@ -120,6 +117,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     def run_summary(run: RunArg) -> dict[str, Any]:
         """One run at a glance: status, config, environment, model and optimizer, every metric's last/min/max,
         layer-stat coverage, recent events, traceback if it failed, review status."""
+        from trainatlas.tools.runs import run_details
+
         details = state.answer(("run_summary", run), lambda: run_details(state.catalog(), run))
         return json.loads(json.dumps(details, default=str))
 
@@ -133,6 +132,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> Diagnosis:
         """Run the diagnostic checks on a run: issues (code, severity, message with numbers, evidence, first step,
         fix_prompt to act on), health score 0-100, phase, ETA and early-stop recommendation."""
+        from trainatlas.tools.report import diagnose
+
         key = ("diagnose", run, tuple(checks or ()))
         return state.answer(key, lambda: diagnose(state.catalog(), run, checks))
 
@@ -141,6 +142,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     def training_status(run: RunArg) -> Status:
         """Where a run is: training phase and its transitions with reasons, ETA with a range, forecast of the final
         main metric with an 80% interval, and early-stop advice with what stopping now would save."""
+        from trainatlas.tools.report import status
+
         return state.answer(("training_status", run), lambda: status(state.catalog(), run))
 
     @mcp.tool(name="sustainability_report", annotations=READ_ONLY)
@@ -151,6 +154,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> SustainabilityReport:
         """Energy (kWh), CO2 (kg), cost, grade A-F with its rule, energy spent after convergence, idle accelerator
         time and recommendations; measured by CodeCarbon when it ran, else estimated (and labelled so)."""
+        from trainatlas.tools.sustainability import sustainability_report
+
         key = ("sustainability_report", run, carbon_price_eur_per_t)
         return state.answer(key, lambda: sustainability_report(state.catalog(), run, carbon_price_eur_per_t))
 
@@ -160,6 +165,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         """Two runs side by side: config differences, main metrics (final, best, step of best), speed, curves
         aligned by step, issues only one has, and a verdict naming the config change that most likely explains
         the difference."""
+        from trainatlas.tools.compare import compare
+
         return state.answer(("compare_runs", run_a, run_b), lambda: compare(state.catalog(), run_a, run_b))
 
     @mcp.tool(annotations=READ_ONLY)
@@ -173,6 +180,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> dict[str, Any]:
         """Metric curves of a run over a step range, downsampled with LTTB to at most max_points per key (spikes
         kept). An unknown key gets an error listing the run's keys."""
+        from trainatlas.tools.series import metric_series
+
         key = ("get_metric_series", run, tuple(keys), start_step, end_step, max_points)
         return state.answer(key, lambda: metric_series(state.catalog(), run, keys, start_step, end_step, max_points))
 
@@ -185,6 +194,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> dict[str, Any]:
         """Per-layer statistics at a sampled step, flagged layers first: gradient and weight norms, update ratio,
         activation mean/std, zero/dead/saturated fractions, training mode."""
+        from trainatlas.tools.series import layer_health as layer_stats
+
         return state.answer(("layer_health", run, step, limit), lambda: layer_stats(state.catalog(), run, step, limit))
 
     @mcp.tool(annotations=READ_ONLY)
@@ -196,6 +207,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         limit: Annotated[int, Field(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
         """A run's events, newest first: alerts (non-finite loss...), phase changes, channels switched off."""
+        from trainatlas.tools.series import list_events as events_of
+
         return events_of(state.catalog(), run, kinds, min_severity, limit)
 
     @mcp.tool(annotations=READ_ONLY)
@@ -237,6 +250,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     ) -> ToolResult:
         """A PNG plot of metrics of one or more runs (raw and EMA-smoothed, one panel per key), with the plotted
         numbers as structured content."""
+        from trainatlas.tools.plots import plot_metrics as draw_plot
+
         key = ("plot_metrics", tuple(runs), tuple(keys), smoothing, log_scale)
         png, data = state.answer(key, lambda: draw_plot(state.catalog(), runs, keys, smoothing, log_scale=log_scale))
         text = f"Plot of {', '.join(keys)} for {', '.join(runs)} ({len(png):,} bytes PNG)."

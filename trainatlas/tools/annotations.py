@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from trainatlas.store.catalog import Catalog
 from trainatlas.store.layout import RUN_FILE
 from trainatlas.store.runinfo import read_run_json, utcnow_iso, write_run_json
+
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
 
 BELIEFS_FILE = "beliefs.jsonl"
 ReviewStatus = Literal["pending", "approved", "quarantined"]

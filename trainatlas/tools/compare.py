@@ -4,53 +4,24 @@ problems one has and the other lacks, and the config changes that most plausibly
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-from trainatlas.store.catalog import Catalog
+from trainatlas.tools.answers import Comparison, ConfigChange, MetricComparison  # noqa: F401 (re-exported)
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics import health_score, run_checks
 from trainatlas.tools.report import RunRef
 from trainatlas.tools.robust import median
 from trainatlas.tools.rundata import RunData
 
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
+
 CURVE_POINTS = 200
 # Config keys that change training outcomes most often, most influential first.
 INFLUENTIAL = ("lr", "learning_rate", "optimizer", "batch_size", "weight_decay", "warmup", "scheduler",
                "model", "epochs", "max_steps", "dropout", "momentum", "seed", "precision", "data")  # fmt: skip
-
-
-class ConfigChange(BaseModel):
-    key: str
-    a: Any
-    b: Any
-
-
-class MetricComparison(BaseModel):
-    key: str
-    lower_is_better: bool
-    final_a: float | None
-    final_b: float | None
-    best_a: float | None
-    best_b: float | None
-    best_step_a: int | None
-    best_step_b: int | None
-
-
-class Comparison(BaseModel):
-    a: RunRef
-    b: RunRef
-    config_changes: list[ConfigChange]
-    metrics: list[MetricComparison]
-    speed: dict[str, float | None] = Field(description="median seconds per step and samples per second")
-    curves: dict[str, dict[str, list[float | None]]] = Field(description="metric -> steps, a, b aligned by step")
-    only_a: list[str] = Field(description="issue codes only run A has")
-    only_b: list[str]
-    both: list[str]
-    health: dict[str, int]
-    verdict: str
 
 
 def _config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[ConfigChange]:

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel
 
+from trainatlas.tools.answers import CurveFit, Forecast  # noqa: F401 (re-exported)
 from trainatlas.tools.medians import median
 
 MIN_POINTS = 10
@@ -36,30 +36,6 @@ HOLDOUT_CUTS = (0.5, 0.7)  # fit on the buckets before these shares, score on th
 WEIGHT_POWER = 3.0  # weights ~ 1 / holdout error ** WEIGHT_POWER
 LOG_SPACE = True  # also fit log(y) when the metric is positive
 Z80 = 1.2815515655446004  # the 90% quantile of the standard normal: a two-sided 80% interval
-
-
-class CurveFit(BaseModel):
-    """One member of the ensemble, with ``x = (step + offset) / (target_step + offset)`` (offset makes
-    the first step at least 1). For a linear family (``pow3``: metric = a + b*x^-c) ``a`` and ``b``
-    are in the metric's own units; for a ``-log`` one, log(y) = a + b*g(x) in the working units
-    (y = the metric if lower is better, 1 - metric for a [0, 1] metric, else -metric).
-    ``holdout_error`` is in the metric's units."""
-
-    family: str
-    params: dict[str, float]
-    weight: float
-    holdout_error: float
-
-
-class Forecast(BaseModel):
-    target_step: int
-    value: float  # point forecast at target_step
-    low: float  # 80% prediction interval
-    high: float
-    current: float  # robust current level: median of the last ~5% of points
-    best_so_far: float  # best smoothed level so far (min when lower is better)
-    fits: list[CurveFit]
-    method: str
 
 
 # -- the families: y = a + b * g(x, theta), theta on a grid -------------------------------------------

@@ -8,12 +8,14 @@ matplotlib is imported only when a plot is drawn: a server that never plots neve
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainatlas.store.catalog import Catalog
 from trainatlas.tools.series import metric_series
+
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
 
 MAX_RUNS = 8
 MAX_KEYS = 6

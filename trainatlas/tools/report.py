@@ -2,55 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
-
-from trainatlas.store.catalog import Catalog
+from trainatlas.tools.answers import Diagnosis, MetricForecast, RunRef, Status  # noqa: F401 (re-exported)
 from trainatlas.tools.diagnostics import health_score, run_checks
-from trainatlas.tools.diagnostics.base import Issue, Skipped
-from trainatlas.tools.forecast import Forecast
 from trainatlas.tools.phases import phase_history
 from trainatlas.tools.rundata import RunData
-from trainatlas.tools.status import ETA, Advice, advise, eta, forecast
+from trainatlas.tools.status import advise, eta, forecast
 
-
-class RunRef(BaseModel):
-    run_id: str
-    name: str
-    project: str
-    status: str
-    steps: int
-    path: str
-
-    @classmethod
-    def of(cls, data: RunData) -> RunRef:
-        return cls(**{k: data.run[k] for k in cls.model_fields})
-
-
-class Diagnosis(BaseModel):
-    run: RunRef
-    health_score: int = Field(description="100 minus severity weights (critical 30, warning 10, info 2)")
-    phase: str
-    issues: list[Issue]
-    skipped: list[Skipped] = Field(description="checks that lacked the data they need")
-    eta: ETA | None
-    recommendation: Advice
-
-
-class MetricForecast(BaseModel):
-    metric: str
-    lower_is_better: bool
-    forecast: Forecast
-
-
-class Status(BaseModel):
-    run: RunRef
-    phase: str
-    transitions: list[dict[str, Any]] = Field(description="phase changes with their reasons, oldest first")
-    eta: ETA | None
-    forecast: MetricForecast | None
-    recommendation: Advice
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
 
 
 def diagnose(catalog: Catalog, ref: str, codes: list[str] | None = None) -> Diagnosis:

@@ -11,13 +11,15 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainatlas.store.catalog import Catalog
 from trainatlas.store.layout import RUN_FILE
 from trainatlas.store.runinfo import read_run_json
+
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
 
 
 @dataclass(frozen=True, eq=False)

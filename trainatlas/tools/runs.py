@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainatlas.store.catalog import Catalog
 from trainatlas.store.layout import RUN_FILE
 from trainatlas.store.runinfo import read_run_json
+
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
 
 
 def list_runs(

@@ -8,11 +8,13 @@ objects.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainatlas.store.catalog import Catalog
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
+
 
 MAX_POINTS = 5_000
 MAX_EVENTS = 1_000

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta, timezone
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
 
+from trainatlas.tools.answers import ETA, IMPROVEMENT_THRESHOLD, Advice, Savings  # noqa: F401 (re-exported)
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics.base import Issue
 from trainatlas.tools.forecast import Forecast, forecast_curve
@@ -20,40 +19,7 @@ CARBON_PRICE_EUR_PER_T = 50.0  # EU ETS order of magnitude, 2025-2026
 DEFAULT_INTENSITY = 0.4  # kg CO2/kWh when the run has no measurement (world average is about 0.48)
 ESTIMATED_CPU_W = 65.0  # device power when nothing was measured (labelled as an estimate)
 ESTIMATED_GPU_W = 300.0
-IMPROVEMENT_THRESHOLD = 0.01  # "worth continuing" = the metric still improves by more than 1%
 STOP_CODES = ("nonfinite_loss", "loss_divergence", "no_learning", "stale_gradients")
-
-
-class ETA(BaseModel):
-    total_steps: int
-    done_steps: int
-    remaining_steps: int
-    step_time_s: float = Field(description="mean seconds per step over the last 30% of the run")
-    seconds: float
-    low_s: float = Field(description="10th percentile of the remaining time")
-    high_s: float = Field(description="90th percentile of the remaining time")
-    finish_at: str
-
-
-class Savings(BaseModel):
-    seconds: float
-    energy_kwh: float
-    co2_kg: float
-    cost_eur: float = Field(description="carbon cost at the configured price per tonne")
-    estimated: bool = Field(description="true when power is an estimate, not a measurement")
-    basis: str
-
-
-class Advice(BaseModel):
-    recommendation: Literal["continue", "consider_stopping", "stop_now"]
-    reason: str
-    probability_of_improvement: float | None = Field(
-        default=None, description="chance the remaining budget improves the main metric by more than the threshold"
-    )
-    threshold: float = IMPROVEMENT_THRESHOLD
-    best_step: int | None = None
-    best_value: float | None = None
-    savings: Savings | None = None
 
 
 def step_times(data: RunData) -> np.ndarray:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
-
-from trainatlas.store.catalog import Catalog
+from trainatlas.tools.answers import GRADE_RULE, SustainabilityReport  # noqa: F401 (re-exported)
 from trainatlas.tools.convergence import convergence_step
 from trainatlas.tools.diagnostics.base import MissingData
 from trainatlas.tools.diagnostics.sustainability import HIGH_INTENSITY, IDLE_GPU, energy_share_after
@@ -15,32 +14,11 @@ from trainatlas.tools.robust import median
 from trainatlas.tools.rundata import RunData
 from trainatlas.tools.status import CARBON_PRICE_EUR_PER_T, carbon_intensity, power_w
 
+if TYPE_CHECKING:
+    from trainatlas.store.catalog import Catalog
+
 GRADES = "ABCDEF"
 GRADE_BANDS = (100, 200, 300, 450, 600)  # g CO2/kWh upper bounds of A..E
-GRADE_RULE = (
-    "Grid intensity sets the base grade (A < 100, B < 200, C < 300, D < 450, E < 600, F >= 600 g CO2/kWh); "
-    "one grade lower when >= 30% of the energy came after convergence, and one lower for an idle accelerator."
-)
-
-
-class SustainabilityReport(BaseModel):
-    run: RunRef
-    measured: bool = Field(description="false when energy is an estimate (device power x time)")
-    basis: str
-    duration_s: float
-    energy_kwh: float
-    co2_kg: float
-    intensity_g_per_kwh: float
-    power_w: dict[str, float] = Field(description="average power by component, when measured")
-    cost_eur: float = Field(description="carbon cost at carbon_price_eur_per_t")
-    carbon_price_eur_per_t: float
-    grade: str
-    grade_rule: str = GRADE_RULE
-    convergence_step: int | None
-    energy_after_convergence_kwh: float | None
-    share_after_convergence: float | None
-    idle_accelerator_s: float | None
-    recommendations: list[str]
 
 
 def duration_s(data: RunData) -> float:

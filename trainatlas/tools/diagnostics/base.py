@@ -4,32 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-
+from trainatlas.tools.answers import Issue, Severity, Skipped  # noqa: F401 (re-exported)
 from trainatlas.tools.rundata import RunData
 
-Severity = Literal["critical", "warning", "info"]
 SEVERITY_WEIGHT: dict[str, int] = {"critical": 30, "warning": 10, "info": 2}
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
-
-
-class Issue(BaseModel):
-    """One problem found in a run, with the figures it rests on and what to do about it."""
-
-    code: str = Field(description="stable snake_case id, e.g. loss_divergence")
-    severity: Severity
-    title: str
-    message: str = Field(description="plain words with the numbers")
-    evidence: dict[str, Any] = Field(default_factory=dict, description="the figures and steps it rests on")
-    first_step: int | None = Field(default=None, description="step where the problem began")
-    fix_prompt: str = Field(description="an instruction an agent can act on")
-
-
-class Skipped(BaseModel):
-    code: str
-    reason: str
 
 
 class MissingData(Exception):
