@@ -104,6 +104,7 @@ class Observer:
         self._wall = time.time() - time.perf_counter()  # perf_counter -> unix time, without a call per step
         self._next_heartbeat = 0.0
         self._next_shard = dict.fromkeys(TABLES, 0)
+        self._unmerged = dict.fromkeys(TABLES, 0)  # shards written since the table was last compacted
         self._lock = threading.RLock()  # the background thread, watch() and close()
         self._stop = threading.Event()
         self._info: dict[str, Any] = {
@@ -348,8 +349,12 @@ class Observer:
                     self._next_shard[table] = next_index(table_dir)
                 write_shard_atomic(data, shard_path(table_dir, self._next_shard[table]))
                 self._next_shard[table] += 1
-                if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
-                    compact(table_dir, ROLLING_COMPACT_AT)
+                self._unmerged[table] += 1
+                # counted, not listed, on every write: the directory is only read when it may be time
+                if self._unmerged[table] >= ROLLING_COMPACT_AT:
+                    if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
+                        compact(table_dir, ROLLING_COMPACT_AT)
+                    self._unmerged[table] = len(list_shards(table_dir))
             _release_arrow_memory()
             if time.monotonic() >= self._next_heartbeat:
                 self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S

@@ -85,8 +85,8 @@ class Recording:
         col_key: list[str] = []
         raw: list[Any] = []
 
-        def extend(key: str, col_s: tuple[int, ...], col_t: tuple[float, ...], values: tuple[Any, ...]) -> None:
-            if None in values:
+        def extend(key: str, col_s: tuple[int, ...], col_t: tuple[float, ...], values: Any) -> None:
+            if None in values:  # values are floats or None here: a fast check
                 keep = [i for i, v in enumerate(values) if v is not None]
                 col_s, col_t, values = ([c[i] for i in keep] for c in (col_s, col_t, values))
             col_step.extend(col_s)
@@ -97,6 +97,8 @@ class Recording:
         if steps:
             self.last_step = max(self.last_step, steps[-1][0])
             s_step, s_ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch = zip(*steps, strict=True)
+            # tensors become floats column by column (one stack per column) before any comparison
+            loss, grad_norm = to_floats(loss), to_floats(grad_norm)
             for key, column in zip(STEP_KEYS, (loss, grad_norm, step_s, data_s, batch_size), strict=True):
                 extend(key, s_step, s_ts, column)
             speed = tuple(b / t if b and t else None for b, t in zip(batch_size, step_s, strict=True))

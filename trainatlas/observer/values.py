@@ -3,7 +3,6 @@ training thread: one host transfer per device per flush instead of one ``.item()
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 
@@ -11,22 +10,26 @@ def is_tensor(value: Any) -> bool:
     return hasattr(value, "detach") and hasattr(value, "device")
 
 
-def to_floats(values: list[Any]) -> list[float | None]:
-    """Floats for a list of numbers and tensors; ``None`` for what is not a number."""
-    if set(map(type, values)) <= {float, int}:  # the common case, at C speed
+def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
+    """Floats for a list of numbers and tensors; ``None`` for what is not a number.
+
+    Types are inspected once per type, not per value: this runs on the background thread, which
+    competes with the training for the GIL (and ``==`` on a tensor is a slow torch call)."""
+    kinds = {type(v): v for v in values}
+    if kinds.keys() <= {float, int}:  # the common case, at C speed
         return list(map(float, values))
+    tensor_kinds = {t for t, v in kinds.items() if is_tensor(v)}
     out: list[float | None] = [None] * len(values)
     groups: dict[Any, list[int]] = {}
     for i, v in enumerate(values):
-        if v is None:
-            continue
-        if is_tensor(v):
+        kind = type(v)
+        if kind is float:
+            out[i] = v
+        elif kind in tensor_kinds:
             # 0-d tensors of one device and dtype (losses, norms) stack in one call, no op per tensor
-            kind = (v.device, v.dtype) if v.dim() == 0 else (v.device, None)
-            groups.setdefault(kind, []).append(i)
-            continue
-        with contextlib.suppress(TypeError, ValueError):
-            out[i] = float(v)
+            groups.setdefault((v.device, v.dtype) if v.dim() == 0 else (v.device, None), []).append(i)
+        elif v is not None:
+            out[i] = _float_or_none(v)
     if groups:
         import torch
 
@@ -37,6 +40,13 @@ def to_floats(values: list[Any]) -> list[float | None]:
                 for i, f in zip(idx, floats, strict=True):
                     out[i] = f
     return out
+
+
+def _float_or_none(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def _scalar(t: Any) -> Any:
