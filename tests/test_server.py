@@ -352,7 +352,7 @@ async def test_subscribers_hear_about_new_runs_and_new_data(era: str, live: dict
 
 
 async def test_http_needs_the_token_when_one_is_set(runs: dict[str, Any]) -> None:
-    proc, url = start_http(runs["root"], "--token", "s3cret")
+    proc, url = start_http(runs["root"], "--token", "s3cret", "--allowed-host", "trainatlas.example")
     try:
         body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
         headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -361,7 +361,9 @@ async def test_http_needs_the_token_when_one_is_set(runs: dict[str, Any]) -> Non
             wrong = {**headers, "Authorization": "Bearer nope"}
             assert (await raw.post(url, json=body, headers=wrong)).status_code == 401
             rebinding = {**headers, "Authorization": "Bearer s3cret", "Host": "evil.example"}
-            assert (await raw.post(url, json=body, headers=rebinding)).status_code in (400, 403, 421)
+            assert (await raw.post(url, json=body, headers=rebinding)).status_code == 421
+            named = {**rebinding, "Host": "trainatlas.example"}  # a name the operator allowed
+            assert (await raw.post(url, json=body, headers=named)).status_code != 421
         authed = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"})
         async with authed, Client(streamable_http_client(url, http_client=authed)) as c:
             assert data(await c.call_tool("list_runs", {}))["total"] >= 2

@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="HTTP interface (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (or set $TRAINATLAS_TOKEN)")
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a Host header clients may use (repeatable), e.g. the machine's name with --host 0.0.0.0",
+    )
 
     p = sub.add_parser("ask", help="ask Claude about a run: it calls the trainatlas tools (needs the agent extra)")
     _add_common(p)
@@ -421,7 +428,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from trainatlas.server import serve
 
-    serve(args.root, http=args.http, host=args.host, port=args.port, token=args.token)
+    serve(args.root, http=args.http, host=args.host, port=args.port, token=args.token,
+          allowed_hosts=args.allowed_host)  # fmt: skip
     return 0
 
 

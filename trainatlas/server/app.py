@@ -87,6 +87,7 @@ def serve(
     port: int = 8765,
     token: str | None = None,
     path: str = "/mcp",
+    allowed_hosts: list[str] | None = None,
 ) -> None:
     """Run the server until interrupted: stdio by default, streamable HTTP with ``http=True``."""
     warnings.filterwarnings("ignore", message=".*deprecated.*", module="mcp.*")
@@ -94,13 +95,19 @@ def serve(
     if not http:
         build_server(root).run(show_banner=False)
         return
-    run_http(build_server(root, token=token), host, port, path)
-
-
-def run_http(mcp: FastMCP, host: str = "127.0.0.1", port: int = 8765, path: str = "/mcp") -> None:
-    """Serve ``mcp`` over streamable HTTP until interrupted, rejecting requests whose Host or Origin
-    header is not this server's (DNS rebinding)."""
     loopback = host in ("127.0.0.1", "localhost", "::1")
-    allowed = None if loopback else [host, f"{host}:{port}"]
+    if not loopback and not token:
+        warnings.warn(f"trainatlas: serving {host} without --token: anyone who can reach it can read the runs",
+                      stacklevel=2)  # fmt: skip
+    run_http(build_server(root, token=token), host, port, path, allowed_hosts)
+
+
+def run_http(
+    mcp: FastMCP, host: str = "127.0.0.1", port: int = 8765, path: str = "/mcp", allowed_hosts: list[str] | None = None
+) -> None:
+    """Serve ``mcp`` over streamable HTTP until interrupted, rejecting requests whose Host or Origin
+    header is not this server's (DNS rebinding); ``allowed_hosts`` adds the names clients use to reach it."""
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    allowed = [*(allowed_hosts or []), *([] if loopback else [host, f"{host}:{port}"])] or None
     mcp.run(transport="http", host=host, port=port, path=path, show_banner=False,
             host_origin_protection=True, allowed_hosts=allowed)  # fmt: skip
