@@ -434,8 +434,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     import time
 
-    from trainatlas.watch import Alerts, Watcher, alertable, channels_from, narrate, newest, open_source
-    from trainatlas.watch.narrative import as_json
+    from trainatlas.watch import Alerts, Watcher, channels_from, narrate, newest, open_source
+    from trainatlas.watch.narrative import as_json, notify
 
     if args.auto == bool(args.target):
         return _fail(args, "give a run or a log file, or --auto")
@@ -459,10 +459,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for i, line in enumerate(lines):
                 head = f"[dim]{stamp}[/dim] " if i == 0 else " " * (len(stamp) + 1)
                 body = escape(line) if line.startswith("  ") else f"[{style}]{escape(line)}[/{style}]"
-                console.print(head + body, highlight=False)
-        chosen = [e for e in events if alertable(e, args.alert_on) and alerts.allow(e.key)]
-        if chosen:
-            alerts.send(f"trainatlas: {narrate(chosen, snap)}")
+                console.print(head + body, highlight=False, soft_wrap=True)
+        notify(alerts, events, snap, args.alert_on)
 
     watcher = Watcher(open_source(target, args.root, args.project), report, interval_s=args.interval)
     try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainatlas.watch.watcher import Event, Snapshot, finite_or_none
+from trainatlas.watch.alerts import Alerts
+from trainatlas.watch.watcher import Event, Snapshot, alertable, finite_or_none
 
 
 def duration(seconds: float) -> str:
@@ -92,3 +93,13 @@ def as_json(event: Event, snap: Snapshot) -> dict[str, Any]:
         "savings": rec.savings.model_dump() if rec.savings and rec.recommendation != "continue" else None,
         "text": headline(event, snap),
     }
+
+
+def notify(alerts: Alerts, events: list[Event], snap: Snapshot, alert_on: str = "warning") -> str | None:
+    """Send, as one message, the events worth an alert whose kind is out of its cooldown; the text sent."""
+    chosen = [e for e in events if alertable(e, alert_on) and alerts.allow(e.key)]
+    if not chosen:
+        return None
+    text = f"trainatlas: {narrate(chosen, snap)}"
+    alerts.send(text)
+    return text
