@@ -78,7 +78,12 @@ class LogSource:
         self.catalog = Catalog(self.root)
 
     def update(self) -> bool:
-        result = self._ingest(self.path, self.root, project=self.project)
+        try:
+            result = self._ingest(self.path, self.root, project=self.project)
+        except OSError:
+            if not self._seen:
+                raise
+            return False  # the file is being rotated away: look again at the next poll
         self.run_id = result.run_id
         first, self._seen = not self._seen, True
         return first or result.rows_added > 0
