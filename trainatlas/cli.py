@@ -241,7 +241,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
 # -- diagnose, status, check -------------------------------------------------------------------------
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
-SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
 def render_diagnosis(d: Any) -> None:
@@ -453,13 +452,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for event in events:
                 print(json.dumps(as_json(event, snap), default=str), flush=True)
         else:
-            style = SEVERITY_STYLE.get(min((e.severity for e in events), key=SEVERITY_ORDER.get), "")
             stamp = time.strftime("%H:%M:%S")
-            lines = narrate(events, snap).split("\n")
-            for i, line in enumerate(lines):
+            for i, line in enumerate(narrate(events, snap).split("\n")):  # a headline per event, then figures
                 head = f"[dim]{stamp}[/dim] " if i == 0 else " " * (len(stamp) + 1)
-                body = escape(line) if line.startswith("  ") else f"[{style}]{escape(line)}[/{style}]"
-                console.print(head + body, highlight=False, soft_wrap=True)
+                style = SEVERITY_STYLE[events[i].severity] if i < len(events) else "default"
+                console.print(f"{head}[{style}]{escape(line)}[/{style}]", highlight=False, soft_wrap=True)
         notify(alerts, events, snap, args.alert_on)
 
     watcher = Watcher(open_source(target, args.root, args.project), report, interval_s=args.interval)
