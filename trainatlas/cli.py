@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -91,6 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-turns", type=int, default=12, help="model calls before giving up (default 12)")
     p.add_argument("--prompt", choices=["diagnose_run", "should_i_stop", "postmortem"], default="diagnose_run",
                    help="the belief-state prompt that guides the investigation")  # fmt: skip
+
+    p = sub.add_parser("watch", help="follow a live run or a growing log: narrate changes, send alerts")
+    _add_common(p)
+    p.add_argument("target", nargs="?", help="run id, run name, run directory, or training log file")
+    p.add_argument("--auto", action="store_true", help="follow the newest training log or run")
+    p.add_argument("--base-dir", action="append", type=Path, help="where --auto also looks (repeatable)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="with --auto: wait for one to appear")
+    p.add_argument("--project", help="project for a log file's run (default: chosen by the ingester)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+    p.add_argument("--once", action="store_true", help="analyse once, print, exit with the `check` exit codes")
+    p.add_argument("--fail-on", choices=["critical", "warning"], default="critical", help="exit 1 on such issues")
+    p.add_argument("--max-time", type=float, metavar="SECONDS", help="stop watching after this long")
+    p.add_argument("--alert-on", choices=["critical", "warning", "info"], default="warning",
+                   help="lowest severity sent as an alert (default warning; the run's end is always sent)")  # fmt: skip
+    p.add_argument("--cooldown", type=float, default=600.0, help="seconds before the same kind of alert is resent")
+    p.add_argument("--telegram-token", help="bot token (or $TRAINATLAS_TELEGRAM_TOKEN)")
+    p.add_argument("--telegram-chat", help="chat id (or $TRAINATLAS_TELEGRAM_CHAT)")
+    p.add_argument("--telegram-api", help="Bot API base URL (or $TRAINATLAS_TELEGRAM_API; https://api.telegram.org)")
+    p.add_argument("--webhook", help="Slack or Discord incoming-webhook URL (or $TRAINATLAS_WEBHOOK_URL)")
 
     p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
     _add_common(p)
@@ -414,6 +434,55 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _emit(args, result.to_json(), render)
 
 
+# -- watch -------------------------------------------------------------------------------------------
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import time
+
+    from trainatlas.watch import Alerts, Watcher, channels_from, narrate, newest, open_source
+    from trainatlas.watch.narrative import as_json, notify
+
+    if args.auto == bool(args.target):
+        return _fail(args, "give a run or a log file, or --auto")
+    target = args.target
+    if args.auto:
+        found = newest(args.base_dir, args.root, wait_s=args.wait, interval_s=args.interval)
+        if found is None:
+            return _fail(args, "no training log or run found" + (f" within {args.wait:g} s" if args.wait else ""))
+        target = str(found)
+    alerts = Alerts(channels_from(args.telegram_token, args.telegram_chat, args.telegram_api, args.webhook),
+                    cooldown_s=args.cooldown)  # fmt: skip
+
+    def report(events: list, snap: Any) -> None:
+        if args.json:
+            for event in events:
+                print(json.dumps(as_json(event, snap), default=str), flush=True)
+        else:
+            stamp = time.strftime("%H:%M:%S")
+            for i, line in enumerate(narrate(events, snap).split("\n")):  # a headline per event, then figures
+                head = f"[dim]{stamp}[/dim] " if i == 0 else " " * (len(stamp) + 1)
+                style = SEVERITY_STYLE[events[i].severity] if i < len(events) else "default"
+                console.print(f"{head}[{style}]{escape(line)}[/{style}]", highlight=False, soft_wrap=True)
+        notify(alerts, events, snap, args.alert_on)
+
+    watcher = Watcher(open_source(target, args.root, args.project), report, interval_s=args.interval)
+    try:
+        if args.once:
+            watcher.poll()
+        else:
+            watcher.run(args.max_time)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        alerts.close()
+    snap = watcher.snapshot
+    if snap is None:
+        return _fail(args, "the run could not be analysed")
+    blocking = {"critical"} if args.fail_on == "critical" else {"critical", "warning"}
+    return 1 if any(i.severity in blocking for i in snap.diagnosis.issues) else 0
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 
@@ -443,6 +512,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "carbon": cmd_carbon,
     "ask": cmd_ask,
+    "watch": cmd_watch,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }
