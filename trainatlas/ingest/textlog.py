@@ -8,8 +8,8 @@ StudioGAN, custom prints), lines separated by newlines or carriage returns:
     iter 100/500 eps 0.60 buf 400000 loss 0.0100 vs-random 0.750
 
 The step is the number after the first ``epoch``/``iter``/``iteration``/``step``/``episode`` word
-(counters that start again, as when several runs are appended, continue from the last step). A
-line without such a word counts as the next step when it has at least two pairs; a lone pair
+(counters that start again, as when several runs are appended, continue from the last step). In a
+log without such words, a line with at least two pairs is the next step; a lone pair
 (``max_iter: 10000`` in a config dump) is ignored.
 """
 
@@ -31,7 +31,11 @@ _STEP_WORDS = {"epoch", "iteration", "iter", "step", "episode", "it"}
 
 def pairs(text: str) -> dict[str, float]:
     """The ``key: value`` / ``key=value`` pairs of a line, in order, names as written."""
-    return {k.strip(): float(v) for k, v in PAIR.findall(text) if k.strip().lower() not in _STEP_WORDS}
+    return {
+        k.strip(): float(v)
+        for k, v in PAIR.findall(text)
+        if k.strip().lower() not in _STEP_WORDS and k.count("(") == k.count(")")  # not `Linear(in_features=4`
+    }
 
 
 class TextLogParser(LineParser):
@@ -50,8 +54,10 @@ class TextLogParser(LineParser):
             values = pairs(rest)
             if m and not values and rest[m.start() :].find(":") < 0 and "=" not in rest:
                 values = {k: float(v) for k, v in SPACED.findall(rest[m.end() :])}
-            if not m and len(values) < 2:
-                return
+            if not m and (len(values) < 2 or self.state.get("stepped")):
+                return  # a lone pair, or a line without a step in a log that has steps
+            if m:
+                self.state["stepped"] = True
         if not values:
             return
         clock = StepClock.load(self.state.get("clock"))
