@@ -232,11 +232,16 @@ def _write_rows(parser: Parser, path: Path, final: bool, writer: ScalarWriter, m
         for row in parser.rows(f, final):
             if first_wall is None and row.wall is not None:
                 first_wall = row.wall
+            keys: list[str] = []
+            vals: list[float] = []
             for name, value in row.values.items():
                 for key in mapper.targets(name):
-                    writer.add(row.step, row.wall, key, value)
+                    keys.append(key)
+                    vals.append(value)
             if row.epoch is not None and "epoch" not in row.values:
-                writer.add(row.step, row.wall, "epoch", row.epoch)
+                keys.append("epoch")
+                vals.append(row.epoch)
+            writer.add(row.step, row.wall, keys, vals)
             n += 1
             if progress is not None and n % PROGRESS_EVERY == 0:
                 progress(f.tell())

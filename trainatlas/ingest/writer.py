@@ -16,7 +16,8 @@ FLUSH_ROWS = 250_000
 
 
 class ScalarWriter:
-    """Appends (step, ts, key, value) rows to a run's ``scalars/`` as new shards."""
+    """Appends (step, ts, key, value) rows to a run's ``scalars/`` as new shards. Keys are kept as
+    codes into a small dictionary: a log has few distinct names and millions of rows."""
 
     def __init__(self, run_dir: Path, run_id: str, flush_rows: int = FLUSH_ROWS) -> None:
         self.dir = run_dir / "scalars"
@@ -24,34 +25,50 @@ class ScalarWriter:
         self.flush_rows = flush_rows
         self.rows = 0
         self.max_step: int | None = None
-        self._cols: tuple[list[int], list[float | None], list[str], list[float]] = ([], [], [], [])
+        self._codes: dict[str, int] = {}
+        self._steps: list[int] = []
+        self._stamps: list[float | None] = []
+        self._keys: list[int] = []
+        self._values: list[float] = []
 
-    def add(self, step: int, ts: float | None, key: str, value: float) -> None:
-        steps, stamps, keys, values = self._cols
-        steps.append(step)
-        stamps.append(ts if ts is None or math.isfinite(ts) else None)
-        keys.append(key)
-        values.append(value)
+    def add(self, step: int, ts: float | None, keys: list[str], values: list[float]) -> None:
+        """Rows of one step: ``keys[i]`` = ``values[i]``."""
+        n = len(keys)
+        if ts is not None and not math.isfinite(ts):
+            ts = None
+        codes = self._codes
+        self._keys.extend(codes.setdefault(k, len(codes)) for k in keys)
+        self._values.extend(values)
+        self._steps.extend([step] * n)
+        self._stamps.extend([ts] * n)
         if self.max_step is None or step > self.max_step:
             self.max_step = step
-        if len(steps) >= self.flush_rows:
+        if len(self._steps) >= self.flush_rows:
             self.flush()
 
     def flush(self) -> None:
-        steps, stamps, keys, values = self._cols
-        if not steps:
+        n = len(self._steps)
+        if not n:
             return
         import pyarrow as pa
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        names = pa.array(list(self._codes), pa.string())
         table = pa.table(
-            {"run_id": pa.array([self.run_id] * len(steps), pa.string()), "step": steps, "ts": stamps,
-             "key": keys, "value": values},
+            {
+                "run_id": pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [self.run_id]).cast(
+                    pa.string()
+                ),
+                "step": pa.array(self._steps, pa.int64()),
+                "ts": pa.array(self._stamps, pa.float64()),
+                "key": pa.DictionaryArray.from_arrays(pa.array(self._keys, pa.int32()), names).cast(pa.string()),
+                "value": pa.array(self._values, pa.float64()),
+            },
             schema=arrow_schema("scalars"),
-        )  # fmt: skip
+        )
         write_shard_atomic(table, shard_path(self.dir, next_index(self.dir)))
-        self.rows += len(steps)
-        self._cols = ([], [], [], [])
+        self.rows += n
+        self._steps, self._stamps, self._keys, self._values = [], [], [], []
         if len(list_shards(self.dir)) >= ROLLING_COMPACT_AT:
             compact(self.dir)
 
