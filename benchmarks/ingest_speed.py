@@ -96,7 +96,8 @@ def make_synthetic(tmp: Path, mb: int) -> dict[str, Path]:
            + "\n")  # fmt: skip
     p = files["mmtext"] = tmp / "20230605_114237.log"
     _lines(p, mb, lambda i: "2023/06/05 11:43:12 - mmengine - INFO - "
-           f"Epoch(train)   [{i // 1000 + 1}][{i % 1000 + 1:4d}/1000]  lr: 4.0000e-04  eta: 1:00:11  time: 0.2000  data_time: 0.0100  memory: 2625  loss: {_loss(i):.4f}"
+           f"Epoch(train)   [{i // 1000 + 1}][{i % 1000 + 1:4d}/1000]  lr: 4.0000e-04  eta: 1:00:11  time: 0.2000"
+           f"  data_time: 0.0100  memory: 2625  loss: {_loss(i):.4f}"
            f"  loss_cls: {_loss(i) / 2:.4f}  loss_bbox: 0.0501\n")  # fmt: skip
     p = files["csv"] = tmp / "metrics.csv"
     p.write_text("epoch,step,train_loss,val_loss,lr-Adam\n")
