@@ -173,13 +173,15 @@ def _tbparse(path: Path | list[Path], ours: int, label: str) -> dict:
 
 # -- memory ----------------------------------------------------------------------------------------------
 
+# VmHWM, not ru_maxrss: on Linux ru_maxrss carries the parent's peak over fork and exec
 _CHILD = """
-import resource, sys, time
+import re, sys, time
 sys.path.insert(0, {root!r})
 from trainatlas.ingest import ingest_file
 start = time.perf_counter()
 r = ingest_file({path!r}, {out!r}, final=True) if {run} else None
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - start, r.rows_added if r else 0)
+hwm = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+print(hwm, time.perf_counter() - start, r.rows_added if r else 0)
 """
 
 
