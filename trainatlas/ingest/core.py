@@ -67,7 +67,7 @@ def run_id_for(path: Path) -> str:
 
 def run_name_for(path: Path) -> str:
     """A readable name: the file name without its generic part, or the directory for generic names
-    (``work_dirs/exp1/vis_data/scalars.json`` is ``exp1``... well, its timestamp dir)."""
+    (``work_dirs/exp/20230605_114237/vis_data/scalars.json`` is ``20230605_114237``)."""
     name = path.name
     for generic in GENERIC_NAMES:
         if name == generic or name.startswith(generic):
