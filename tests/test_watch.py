@@ -187,3 +187,51 @@ def test_a_flapping_signal_is_alerted_once_per_cooldown(finished):
     warnings = [i.code for i in snap.diagnosis.issues if i.severity == "warning"]
     assert warnings and not any(f"issue {code}" in first for code in warnings)  # below --alert-on critical
     assert tg.texts() == [first]
+
+
+REAL_LOG = next(
+    (d / "mmengine-scalars/rtmdet-tiny-drink-40ep.scalars.json" for d in (REPO.parent / "shared/real-logs",
+     Path("/work/shared/real-logs")) if d.is_dir()),
+    Path("missing"),
+)  # fmt: skip
+needs_real_log = pytest.mark.skipif(not REAL_LOG.is_file(), reason="../shared/real-logs is not here")
+
+
+@needs_real_log
+def test_watch_follows_a_growing_log_file(tmp_path):
+    """A real MMEngine log written line by line while `watch` follows it: the run is ingested as it
+    grows (one run, updated in place) and each new batch of lines is analysed."""
+    lines = REAL_LOG.read_text().splitlines(keepends=True)
+    log = tmp_path / "work_dirs" / "vis_data" / "scalars.json"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(lines[:20]))
+    cmd = [sys.executable, "-m", "trainatlas", "watch", str(log), "--root", str(tmp_path / "runs"), "--json",
+           "--interval", "0.2", "--max-time", "12"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    first = json.loads(proc.stdout.readline())  # the watch has ingested the first 20 lines
+    assert first["kind"] == "start"
+    with log.open("a") as f:
+        for line in lines[20:]:
+            f.write(line)
+            f.flush()
+            time.sleep(0.01)
+    out, err = proc.communicate(timeout=60)
+    events = [first, *json_lines(out)]
+    runs = list(iter_run_dirs(tmp_path / "runs"))
+    assert len(runs) == 1  # one run, updated in place, never duplicated
+    ingested = json.loads((runs[0] / "run.json").read_text())["steps"]
+    seen = [e.get("step") or 0 for e in events]
+    assert first["step"] < ingested and max(seen) == ingested, err[-2000:]  # it saw the whole log arrive
+    assert main(["watch", str(log), "--root", str(tmp_path / "runs"), "--once"]) in (0, 1)
+
+
+@needs_real_log
+def test_auto_finds_a_log_in_the_usual_places(tmp_path, capsys, monkeypatch):
+    work = tmp_path / "project" / "work_dirs" / "exp1" / "vis_data"
+    work.mkdir(parents=True)
+    (work / "scalars.json").write_text(REAL_LOG.read_text())
+    monkeypatch.chdir(tmp_path / "project")
+    code = main(["watch", "--auto", "--root", str(tmp_path / "runs"), "--once", "--json"])
+    events = json_lines(capsys.readouterr().out)
+    assert code in (0, 1) and events[0]["kind"] == "start"
+    assert events[0]["run_id"].startswith("ingest-")

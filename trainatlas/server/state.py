@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainatlas.server.cache import AnswerCache
-from trainatlas.store.layout import RUN_FILE, TABLES, resolve_root
+from trainatlas.store.layout import resolve_root, run_signature
 
 if TYPE_CHECKING:
     from trainatlas.store.catalog import Catalog
@@ -40,15 +40,9 @@ def scan(root: Path) -> dict[str, Signature]:
         except OSError:
             continue
         for run in runs:
-            stamps = []
-            for name in (RUN_FILE, *TABLES):
-                try:
-                    st = os.stat(os.path.join(run.path, name))
-                    stamps += [st.st_mtime_ns, st.st_size]
-                except OSError:
-                    stamps += [0, 0]
+            stamps = run_signature(run.path)
             if stamps[0]:  # a run directory without run.json is not a run yet
-                found[run.name.removeprefix("run=")] = tuple(stamps)
+                found[run.name.removeprefix("run=")] = stamps
     return found
 
 

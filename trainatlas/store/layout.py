@@ -56,3 +56,16 @@ def _subdirs(parent: str, prefix: str) -> list[str]:
             return sorted(e.path for e in it if e.name.startswith(prefix) and e.is_dir())
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+def run_signature(run_dir: str | os.PathLike[str]) -> tuple[int, ...]:
+    """The mtimes and sizes that change whenever a run writes a shard or rewrites its run.json:
+    a few ``stat`` calls tell a watcher whether anything new landed."""
+    stamps: list[int] = []
+    for name in (RUN_FILE, *TABLES):
+        try:
+            st = os.stat(os.path.join(run_dir, name))
+            stamps += [st.st_mtime_ns, st.st_size]
+        except OSError:
+            stamps += [0, 0]
+    return tuple(stamps)

@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trainatlas.store.catalog import Catalog
-from trainatlas.store.layout import RUN_FILE, TABLES, iter_run_dirs, resolve_root
-
-NO_INGEST = "following a log file needs trainatlas.ingest, which this installation lacks"
+from trainatlas.store.layout import RUN_FILE, resolve_root, run_signature
 
 
 class Source(Protocol):
@@ -23,18 +21,6 @@ class Source(Protocol):
     ends_on: tuple[str, ...]  # run statuses that end the watch
 
     def update(self) -> bool: ...
-
-
-def signature(run_dir: Path) -> tuple[int, ...]:
-    """mtimes and sizes that change whenever the run writes a shard or rewrites run.json."""
-    stamps: list[int] = []
-    for name in (RUN_FILE, *TABLES):
-        try:
-            st = os.stat(run_dir / name)
-            stamps += [st.st_mtime_ns, st.st_size]
-        except OSError:
-            stamps += [0, 0]
-    return tuple(stamps)
 
 
 class RunSource:
@@ -53,7 +39,7 @@ class RunSource:
         self._signature: tuple[int, ...] | None = None
 
     def update(self) -> bool:
-        now = signature(self.run_dir)
+        now = run_signature(self.run_dir)
         changed, self._signature = now != self._signature, now
         return changed
 
@@ -65,10 +51,8 @@ class LogSource:
     ends_on = ("completed", "failed")  # a log has no process to check: only what it says counts
 
     def __init__(self, path: Path, root: str | os.PathLike[str] | None = None, project: str | None = None) -> None:
-        try:
-            from trainatlas.ingest import ingest_file  # the ingestion branch provides it
-        except ImportError as exc:
-            raise ValueError(NO_INGEST) from exc
+        from trainatlas.ingest import ingest_file
+
         self._ingest = ingest_file
         self.path = path
         self.root = resolve_root(root)
@@ -97,21 +81,6 @@ def open_source(target: str, root: str | os.PathLike[str] | None = None, project
     return RunSource(target, root)
 
 
-def _newest_runs(base_dirs: list[Path] | None = None, root: Path | None = None) -> list[Path]:
-    """Run directories under the root and the base directories, most recently written first:
-    the stand-in for ``trainatlas.ingest.discover`` when it is not installed."""
-    bases = [resolve_root(root), *(Path(b).expanduser() for b in base_dirs or [])]
-    runs = {run.resolve() for base in bases for run in iter_run_dirs(base)}
-
-    def written(run: Path) -> float:
-        try:
-            return (run / RUN_FILE).stat().st_mtime
-        except OSError:
-            return 0.0
-
-    return sorted(runs, key=written, reverse=True)
-
-
 def newest(
     base_dirs: list[Path] | None = None,
     root: str | os.PathLike[str] | None = None,
@@ -119,10 +88,8 @@ def newest(
     interval_s: float = 1.0,
 ) -> Path | None:
     """The newest training log or run directory, waiting up to ``wait_s`` seconds for one to appear."""
-    try:
-        from trainatlas.ingest import discover
-    except ImportError:
-        discover = _newest_runs
+    from trainatlas.ingest import discover
+
     deadline = time.monotonic() + wait_s
     while True:
         found = discover(base_dirs=base_dirs, root=resolve_root(root))
