@@ -194,3 +194,15 @@ def test_a_run_reached_through_a_symlink_has_its_real_path(root, tmp_path):
     assert [r["path"] for r in catalog.runs] == [str(elsewhere.resolve())]
     assert catalog.resolve(str(elsewhere))["run_id"] == "linked"
     assert catalog.con.execute("SELECT count(*) FROM scalars WHERE run_id = 'linked'").fetchone() == (3,)
+
+
+def test_a_run_whose_table_directories_are_still_empty_is_queryable(root):
+    """A run that has started but not flushed yet: its table directories exist and are empty."""
+    with observer(root, name="starting") as obs:
+        for table in ("scalars", "layers", "events"):
+            (obs.dir / table).mkdir(parents=True, exist_ok=True)
+            for f in (obs.dir / table).glob("*.parquet"):
+                f.unlink()
+        con = trainatlas.open_catalog(root)
+        assert con.execute("SELECT count(*) FROM scalars").fetchone() == (0,)
+        assert con.execute("SELECT status FROM runs").fetchone() == ("running",)

@@ -84,6 +84,8 @@ def _table_sources(table_dir: str, table: str) -> Sources:
             entries = {e.name: e for e in it if e.name.endswith(".parquet")}
     except OSError:
         return Sources([], [])
+    if not entries:  # a glob matching nothing reads as a table without the hive columns
+        return Sources([], [])
     current: list[str] = []
     other: list[str] = []
     for _, _, name in live_shard_names(entries):
