@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--telegram-api", help="Bot API base URL (or $TRAINATLAS_TELEGRAM_API; https://api.telegram.org)")
     p.add_argument("--webhook", help="Slack or Discord incoming-webhook URL (or $TRAINATLAS_WEBHOOK_URL)")
 
+    p = sub.add_parser("ingest", help="read existing training logs (TensorBoard, MMEngine, HF, CSV, text) into runs")
+    _add_common(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories to walk")
+    p.add_argument("--project", help="project of the new runs (default: imported, or the run's current one)")
+
     p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
     _add_common(p)
     p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
@@ -483,6 +488,55 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 1 if any(i.severity in blocking for i in snap.diagnosis.issues) else 0
 
 
+# -- ingest ------------------------------------------------------------------------------------------
+
+PROGRESS_BYTES = 16 << 20  # inputs larger than this get a progress bar
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from trainatlas.ingest import ingest_paths
+
+    missing = [p for p in args.paths if not Path(p).expanduser().exists()]
+    total = sum(_tree_size(Path(p).expanduser()) for p in args.paths if p not in missing)
+    show = not args.json and total > PROGRESS_BYTES
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=Console(stderr=True), disable=not show, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("ingest", total=total)
+
+        def progress(file: Path, done: int, all_bytes: int) -> None:
+            bar.update(task, completed=done, total=all_bytes, description=escape(file.name[:40]))
+
+        results = ingest_paths([p for p in args.paths if p not in missing], args.root, args.project, progress)
+    payload = [r.to_json() for r in results] + [
+        {"path": p, "run_id": None, "mode": "skipped", "errors": [f"{p}: no such file or directory"]} for p in missing
+    ]
+    if not payload:
+        return _fail(args, "no training logs found under " + ", ".join(args.paths))
+
+    def render() -> None:
+        table = Table(title=f"{sum(r.ok for r in results)} of {len(payload)} files ingested", title_justify="left")
+        for col in ("file", "format", "run", "mode", "rows", "steps", "errors"):
+            table.add_column(col, justify="right" if col in ("rows", "steps", "errors") else "left")
+        for r in results:
+            table.add_row(escape(Path(r.path).name), r.format or "-", r.run_id or "-", r.mode, f"{r.rows_added:,}",
+                          f"{r.steps:,}", str(r.error_count or len(r.errors)))  # fmt: skip
+        console.print(table)
+        for item in payload:
+            for err in item["errors"][:5]:
+                console.print(f"[yellow]{escape(err)}[/yellow]", highlight=False)
+
+    _emit(args, payload, render)
+    return 0 if any(r.ok for r in results) else 2
+
+
+def _tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
 # -- demo --------------------------------------------------------------------------------------------
 
 
@@ -513,6 +567,7 @@ COMMANDS = {
     "carbon": cmd_carbon,
     "ask": cmd_ask,
     "watch": cmd_watch,
+    "ingest": cmd_ingest,
     "demo": cmd_demo,
     "serve": cmd_serve,
 }
