@@ -101,13 +101,14 @@ def test_every_real_log_is_diagnosed_without_a_failing_check(diagnoses):
 
 # Misses not fixed yet (strict: a fix makes the test fail until it leaves this list).
 MISSES: dict[str, str] = {
-    "ecg-diagnosis-loss-diverging-negative-70ep": "a loss running away below zero is not seen as divergence",
-    "iqn-cartpole-cr-separated-no-learning": "no loss: the score is not judged",
-    "slm-sweep-high-lr-stuck-val-rising-stopped-ep4": "22 loss points, 4 evaluations",
-    "studiogan-dcgan-cifar10-fid-degrades": "no loss: FID is not judged",
-    "studiogan-icrgan-tinyimagenet-fid-collapse": "no loss: FID is not judged",
-    "studiogan-wgangp-tinyimagenet-never-learns": "no loss: FID is not judged",
-    "rl4co-fjspt-reinforce-1000ep-negative-loss": "a policy-gradient loss is read as a loss to minimise",
+    "slm-sweep-high-lr-stuck-val-rising-stopped-ep4": (
+        "22 loss points (no_learning wants 50) falling 2.3%; val rises over 4 evaluations but the train loss "
+        "did not fall since val's best, so it is not overfitting either"
+    ),
+    "studiogan-wgangp-tinyimagenet-never-learns": (
+        "FID 318 -> 310 is a 2.4% improvement with a downward trend: only knowing FID's scale (300 is "
+        "untrained) says it never learned"
+    ),
 }
 
 
