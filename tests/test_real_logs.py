@@ -14,6 +14,7 @@ import pytest
 
 from trainatlas.ingest import ingest_file
 from trainatlas.store.catalog import Catalog
+from trainatlas.tools.convergence import metric_direction
 from trainatlas.tools.report import diagnose
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-logs"
@@ -134,3 +135,9 @@ def test_traps_and_healthy_runs_get_no_critical_issue(diagnoses, prefix):
     for p, d in diagnoses.items():
         if p.name.split(".")[0] == prefix:
             assert not [i.code for i in d.issues if i.severity == "critical"], f"{p.name} ({expectation(p)})"
+
+
+def test_metric_direction_is_read_from_the_name():
+    assert metric_direction("FID score") is True and metric_direction("eval_wer") is True
+    assert metric_direction("Inception score") is False and metric_direction("val/coco/bbox_mAP") is False
+    assert metric_direction("Best FID score") is None and metric_direction("epoch") is None
