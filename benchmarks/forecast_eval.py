@@ -27,9 +27,17 @@ runs on one thread (about 100 s on a 2-core VM); the forecasts take milliseconds
 ``--curves-dir DIR`` adds CSV files with columns ``step,value`` (a header row is optional); a file
 whose name contains "acc", "auc", "f1", "score", "bleu", "map" or "reward" is higher-is-better.
 ``--save-curves DIR`` writes the trained curves as such CSV files; ``--no-train`` evaluates only
-``--curves-dir``.
+``--curves-dir`` and the real logs.
 
-Run: .venv/bin/python benchmarks/forecast_eval.py [--quick] [--curves-dir DIR] [--json [FILE]]
+Real curves, summarised apart from the recorded ones: every log in ``--real-logs DIR`` (default
+``../shared/real-logs`` when present; ``--real-logs ''`` to leave them out) is ingested
+(``trainatlas.ingest``), and its main metric (``trainatlas.tools.convergence.main_metric``, its
+direction included: FID lower, mAP higher) and its training loss are taken when they have at least
+20 distinct steps. Values logged several times at one step (per-batch losses written at the epoch)
+are reduced to their median; a curve identical to one already taken (the same run logged in two
+formats) is taken once.
+
+Run: .venv/bin/python benchmarks/forecast_eval.py [--quick] [--curves-dir DIR] [--real-logs DIR] [--json [FILE]]
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ import _common as C
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+REAL_LOGS = REPO.parent / "shared" / "real-logs"
+MIN_REAL_POINTS = 20  # a real curve shorter than this leaves its 30% prefix too few points
 PREFIX = 0.3  # the share of the steps the methods see
 HIGHER_IS_BETTER = re.compile(r"acc|auc|f1|score|bleu|map|reward", re.IGNORECASE)
 
@@ -241,6 +251,39 @@ def csv_curves(directory: Path) -> list[Curve]:
     return out
 
 
+def real_curves(directory: Path) -> list[Curve]:
+    """The main metric and the training loss of every ingested real log (see the module docstring)."""
+    from trainatlas.ingest import ingest_file
+    from trainatlas.store.catalog import Catalog
+    from trainatlas.tools.convergence import main_metric
+    from trainatlas.tools.rundata import RunData
+
+    tmp = C.scratch("forecast-real")
+    out: list[Curve] = []
+    seen: set[tuple[Any, ...]] = set()
+    try:
+        ids = {p: ingest_file(p, tmp).run_id for p in sorted(directory.glob("*/*")) if p.is_file()}
+        catalog = Catalog(tmp)
+        for path, run_id in ids.items():
+            if not run_id:
+                continue
+            data = RunData.load(catalog, run_id)
+            wanted = [main_metric(data), (data.loss_key, True) if data.loss_key else None]
+            for key, lower in dict(w for w in wanted if w).items():
+                s = data.series(key).finite()
+                steps, idx = np.unique(s.steps, return_inverse=True)
+                values = np.array([np.median(s.values[idx == i]) for i in range(len(steps))])
+                picks = values[[0, len(values) // 2, -1]] if len(steps) else []
+                fingerprint = (len(steps), *(f"{v:.3g}" for v in picks))  # formats round differently
+                if len(steps) < MIN_REAL_POINTS or fingerprint in seen:
+                    continue
+                seen.add(fingerprint)
+                out.append(Curve(f"{path.name.split('.')[0]}:{key}", steps.astype(float), values, lower))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def save_curves(curves: list[Curve], directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for c in curves:
@@ -318,12 +361,37 @@ def summary(rows: list[dict[str, Any]]) -> list[list[Any]]:
     return out
 
 
+def report(group: str, rows: list[dict[str, Any]], total: int, forecast_s: float, out: Any) -> dict[str, Any]:
+    """Print the per-curve and summary tables of one group of curves; return them for the JSON."""
+    print(f"\n== {group} curves: {len(rows)} ({total - len(rows)} skipped); forecasting "
+          f"{forecast_s * 1000 / len(rows):.1f} ms per curve", file=out)  # fmt: skip
+    C.table(
+        f"Per {group} curve: relative error of the final value predicted from the first {PREFIX:.0%} of steps",
+        ["curve", "n", "final", "forecast", "[low, high]", "last value", "power law"],
+        [[r["curve"], r["n"], r["final"], r["err"]["forecast"], f"[{r['low']:.3g}, {r['high']:.3g}]",
+          r["err"]["last value"], r["err"]["power law"]] for r in rows],
+        out=out,
+    )  # fmt: skip
+    table = summary(rows)
+    C.table(f"Summary ({group}): |pred - final| / |final|", ["method", "median", "mean", "p90", "wins"], table,
+            out=out)  # fmt: skip
+    coverage = float(np.mean([r["covered"] for r in rows]))
+    ours, *baselines = (row[1] for row in table)
+    beats = all(ours < b for b in baselines)
+    print(f"\n{group}: 80% interval coverage of the forecast: {coverage:.0%}; forecast declined on "
+          f"{sum(r['declined'] for r in rows)} curves; beats both baselines in median error: "
+          f"{C.verdict(beats)}", file=out)  # fmt: skip
+    return {"rows": rows, "summary": table, "coverage": coverage, "beats_baselines": beats, "forecast_s": forecast_s}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer, shorter trainings for a smoke run")
     p.add_argument("--curves-dir", type=Path, help="extra curves: CSV files with columns step,value")
     p.add_argument("--save-curves", type=Path, metavar="DIR", help="write the trained curves as CSV")
     p.add_argument("--no-train", action="store_true", help="evaluate only the curves of --curves-dir")
+    p.add_argument("--real-logs", type=Path, default=REAL_LOGS if REAL_LOGS.is_dir() else None,
+                   help="a directory of real logs (<format>/<file>) to ingest; '' for none")
     p.add_argument("--steps", type=int, help="steps of the digits trainings (1500; quick 400)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write JSON (stdout if no FILE)")
     a = p.parse_args()
@@ -339,29 +407,22 @@ def main() -> int:
     train_s = time.perf_counter() - started
     if a.curves_dir:
         curves += csv_curves(a.curves_dir)
-    rows, forecast_s = evaluate(curves)
-    if not rows:
+    real = real_curves(a.real_logs) if a.real_logs and str(a.real_logs) not in ("", ".") else []
+    groups = {"recorded": curves, "real": real}
+    payload: dict[str, Any] = {"train_s": train_s}
+    for group, members in groups.items():
+        if not members:
+            continue
+        rows, forecast_s = evaluate(members)
+        if not rows:
+            print(f"no {group} curves to evaluate", file=sys.stderr)
+            continue
+        payload[group] = report(group, rows, len(members), forecast_s, out)
+    if len(payload) == 1:
         print("no curves to evaluate", file=sys.stderr)
         return 1
-    print(f"{len(rows)} curves ({len(curves) - len(rows)} skipped); training {train_s:.0f} s, "
-          f"forecasting {forecast_s * 1000 / len(rows):.1f} ms per curve", file=out)  # fmt: skip
-    C.table(
-        f"Per curve: relative error of the final value predicted from the first {PREFIX:.0%} of steps",
-        ["curve", "n", "final", "forecast", "[low, high]", "last value", "power law"],
-        [[r["curve"], r["n"], r["final"], r["err"]["forecast"], f"[{r['low']:.3g}, {r['high']:.3g}]",
-          r["err"]["last value"], r["err"]["power law"]] for r in rows],
-        out=out,
-    )  # fmt: skip
-    table = summary(rows)
-    C.table("Summary: |pred - final| / |final|", ["method", "median", "mean", "p90", "wins"], table, out=out)
-    coverage = float(np.mean([r["covered"] for r in rows]))
-    ours, *baselines = (row[1] for row in table)
-    beats = all(ours < b for b in baselines)
-    print(f"\n80% interval coverage of the forecast: {coverage:.0%}; forecast declined on "
-          f"{sum(r['declined'] for r in rows)} curves; beats both baselines in median error: "
-          f"{C.verdict(beats)}", file=out)  # fmt: skip
-    C.emit_json(a.json, {"rows": rows, "summary": table, "coverage": coverage, "beats_baselines": beats,
-                         "train_s": train_s, "forecast_s": forecast_s})  # fmt: skip
+    print(f"\ntraining {train_s:.0f} s", file=out)
+    C.emit_json(a.json, payload)
     return 0
 
 

@@ -5,17 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainatlas.tools.convergence import is_eval_metric, main_metric
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.diagnostics.common import change_lr, finite_prefix, loss_curve, lr_at, train_loss, value_at
+from trainatlas.tools.diagnostics.common import (
+    MIN_CURVE_POINTS,
+    change_lr,
+    finite_prefix,
+    loss_curve,
+    lr_at,
+    train_loss,
+    value_at,
+)
 from trainatlas.tools.robust import buckets, find_spikes, median, rolling_median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
 # loss_divergence: the tail gave back more than half of what was learned and sits at least twice
 # above the best level, while rising or above where it started; or any |loss| 1000x the start
-# (AUTOTRAINER flags loss >= 1e3).
+# (AUTOTRAINER flags loss >= 1e3); or |loss| growing steadily by two orders of magnitude, which a
+# loss bounded below cannot do downwards (an objective running away to -inf, e.g. a loss/label
+# mismatch) and no healthy run does upwards.
 DIVERGE_GIVEBACK = 0.5
 DIVERGE_FACTOR = 2.0
 EXPLODE_FACTOR = 1e3
+RUNAWAY_FACTOR = 1e2
+RUNAWAY_TREND = 0.9
 # loss_spikes: a point 6 robust sigmas (in log space) and at least 2x above the local median.
 SPIKE_Z = 6.0
 SPIKE_RATIO = 2.0
@@ -30,6 +43,7 @@ PLATEAU_REL = 0.01
 # no_learning / slow_convergence: relative improvement first 10% -> last 10% of the run.
 NO_LEARNING_REL = 0.02
 VAL_MIN_POINTS = 5  # ... and a validation loss that never improved 2% over >= 5 evaluations
+LATE_EVAL_PROGRESS = 0.5  # ... first evaluated before training made half its progress (else unknown)
 SLOW_REL = 0.15
 # overfitting: validation loss >= 5% above its best, for >= 2 evaluations, while training improves.
 OVERFIT_RISE = 0.05
@@ -97,6 +111,12 @@ def loss_divergence(data: RunData) -> Issue | None:
     scale = max(abs(early), 1e-8)
     peak_i = int(np.argmax(np.abs(curve.values)))
     exploded = abs(float(curve.values[peak_i])) > EXPLODE_FACTOR * scale
+    magnitude = np.abs(b.values)
+    runaway = (
+        median(np.abs(tail.values)) > RUNAWAY_FACTOR * scale
+        and spearman(b.steps, magnitude) > RUNAWAY_TREND
+    )
+    exploded = exploded or runaway
     learned = early - best
     gave_back = (tail_level - best) / learned if learned > 0 else (np.inf if tail_level > best else 0.0)
     rising = spearman(tail.steps, tail.values) > 0.3 or tail_level > early
@@ -252,9 +272,22 @@ def _improvement(curve: Series) -> tuple[float, float, float, Series]:
     return rel, first, last, b
 
 
+def _judged_by_loss(data: RunData) -> bool:
+    """Whether the training loss measures progress: it exists, and it keeps one sign. A loss that
+    takes both signs (a policy-gradient surrogate, an adversarial loss) has no floor to approach,
+    so its level says nothing about learning."""
+    if data.loss_key is None:
+        return False
+    values = finite_prefix(data.series(data.loss_key)).values
+    return not (len(values) and values.min() < 0 < values.max())
+
+
 @check("no_learning", "loss")
 def no_learning(data: RunData) -> Issue | None:
-    """The loss did not go down at all over the run (< 2%, no downward trend)."""
+    """The loss did not go down at all over the run (< 2%, no downward trend); without a loss that
+    measures progress, the same on the run's main metric (FID, a score, a reward)."""
+    if not _judged_by_loss(data):
+        return _metric_not_learning(data)
     curve = loss_curve(data, 50)
     rel, first, last, b = _improvement(curve)
     if abs(first) < 1e-3:
@@ -287,6 +320,39 @@ def no_learning(data: RunData) -> Issue | None:
     )
 
 
+def _metric_not_learning(data: RunData) -> Issue | None:
+    """no_learning on the main metric when the loss cannot tell (see ``_judged_by_loss``)."""
+    found = main_metric(data)
+    need(found is not None and found[0] != data.loss_key, "no loss that measures progress and no main metric")
+    key, lower = found
+    series = data.series(key).finite()
+    need(len(series) >= MIN_CURVE_POINTS, f"only {len(series)} values of {key}")
+    sign = 1.0 if lower else -1.0
+    rel, first, last, b = _improvement(Series(series.steps, sign * series.values))
+    trend = spearman(b.steps, b.values)
+    best = float(np.min(rolling_median(window(b, 0.1, 1.0).values, 5)))  # after the level it started from
+    if abs(first) < 1e-12 or (first - best) / abs(first) >= NO_LEARNING_REL or trend < -0.3:
+        return None  # it got better at some point: a later decline is divergence or overfitting
+    return Issue(
+        code="no_learning",
+        severity="critical",
+        title="The model is not learning",
+        message=(
+            f"Over {len(series)} values {key} went from {fmt(sign * first)} to {fmt(sign * last)} "
+            f"({rel:+.1%} improvement), never better than where it started; there is no trend towards better "
+            f"values (rank correlation {-trend:+.2f})."
+        ),
+        evidence={"metric": key, "first_level": sign * first, "last_level": sign * last,
+                  "relative_improvement": rel, "trend": -trend},  # fmt: skip
+        first_step=int(series.steps[0]),
+        fix_prompt=(
+            "Check that optimizer.step() runs for every model being trained and that the losses reach the "
+            "parameters (no detached outputs); try a lower learning rate and verify the model can fit a "
+            "single batch."
+        ),
+    )
+
+
 def _no_generalization(data: RunData, untrained: float) -> Issue | None:
     """Training improves but the validation loss never beats the untrained model's loss: nothing
     learned transfers (labels shuffled apart from their inputs, say)."""
@@ -300,6 +366,11 @@ def _no_generalization(data: RunData, untrained: float) -> Issue | None:
     gain = (first - best) / max(abs(first), 1e-12)
     if gain >= NO_LEARNING_REL:
         return None
+    train = finite_prefix(data.series(data.loss_key))
+    at_first_eval = value_at(train, int(val.steps[0]))
+    learned = first - float(np.min(train.values))
+    if at_first_eval is not None and learned > 0 and (first - at_first_eval) > LATE_EVAL_PROGRESS * learned:
+        return None  # first evaluated after most of the training progress: its untrained level is unknown
     return Issue(
         code="no_learning",
         severity="critical",
@@ -344,13 +415,14 @@ def slow_convergence(data: RunData) -> Issue | None:
 
 
 def _val(data: RunData) -> tuple[str, Series, bool] | None:
+    """The validation loss, else the run's main metric if measured on held-out data (mAP, FID)."""
     key = data.val_loss_key
     if key:
         return key, data.series(key).finite(), True
-    acc = data.first_key(("val/acc", "eval/accuracy", "val_acc", "val/accuracy", "eval_accuracy"))
-    if acc:
-        return acc, data.series(acc).finite(), False
-    return None
+    found = main_metric(data)
+    if found is None or not is_eval_metric(found[0]):
+        return None
+    return found[0], data.series(found[0]).finite(), found[1]
 
 
 @check("overfitting", "loss")
@@ -384,8 +456,9 @@ def overfitting(data: RunData) -> Issue | None:
         title="Overfitting",
         message=(
             f"{key} was best at step {best_step} ({fmt(shown[0])}) and is now {fmt(shown[1])} at step "
-            f"{last_step}, worse at each of the last {OVERFIT_PATIENCE} evaluations, while the training loss "
-            f"kept falling."
+            f"{last_step}, worse at each of the last {OVERFIT_PATIENCE} evaluations"
+            + (", while the training loss kept falling." if train is not None and len(train) else
+               " (no training loss recorded to compare).")
         ),
         evidence={
             "metric": key,
