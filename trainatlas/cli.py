@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
 from trainatlas import __version__
-from trainatlas.store.catalog import Catalog
-from trainatlas.tools.runs import list_runs, run_details
 
 # Piped output gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -133,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, str(exc))
 
 
+def _catalog(args: argparse.Namespace) -> Any:
+    """The catalog over ``--root``; DuckDB is imported here, so `serve` and `--help` start without it."""
+    from trainatlas.store.catalog import Catalog
+
+    return Catalog(args.root)
+
+
 def _fail(args: argparse.Namespace, message: str) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": message}))
@@ -183,7 +187,9 @@ def render_runs(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    rows = list_runs(Catalog(args.root), args.project, args.status)
+    from trainatlas.tools.runs import list_runs
+
+    rows = list_runs(_catalog(args), args.project, args.status)
     return _emit(args, rows, lambda: render_runs(rows))
 
 
@@ -224,7 +230,9 @@ def render_details(d: dict[str, Any]) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    details = run_details(Catalog(args.root), args.run)
+    from trainatlas.tools.runs import run_details
+
+    details = run_details(_catalog(args), args.run)
     return _emit(args, details, lambda: render_details(details))
 
 
@@ -304,14 +312,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from trainatlas.tools.report import diagnose
 
     codes = [c.strip() for c in args.checks.split(",")] if args.checks else None
-    result = diagnose(Catalog(args.root), args.run, codes)
+    result = diagnose(_catalog(args), args.run, codes)
     return _emit(args, result.model_dump(mode="json"), lambda: render_diagnosis(result))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from trainatlas.tools.report import status
 
-    result = status(Catalog(args.root), args.run)
+    result = status(_catalog(args), args.run)
 
     def render() -> None:
         console.print(f"[bold]{escape(result.run.name)}[/bold]: phase {result.phase}", highlight=False)
@@ -332,7 +340,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from trainatlas.tools.report import diagnose
 
-    result = diagnose(Catalog(args.root), args.run)
+    result = diagnose(_catalog(args), args.run)
     blocking = {"critical"} if args.fail_on == "critical" else {"critical", "warning"}
     failed = [i for i in result.issues if i.severity in blocking]
     _emit(
@@ -350,7 +358,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from trainatlas.tools.compare import compare
 
-    c = compare(Catalog(args.root), args.run_a, args.run_b)
+    c = compare(_catalog(args), args.run_a, args.run_b)
 
     def render() -> None:
         console.print(
@@ -378,7 +386,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_carbon(args: argparse.Namespace) -> int:
     from trainatlas.tools.sustainability import sustainability_report
 
-    r = sustainability_report(Catalog(args.root), args.run, args.carbon_price)
+    r = sustainability_report(_catalog(args), args.run, args.carbon_price)
 
     def render() -> None:
         console.print(
@@ -426,6 +434,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         return _fail(args, str(exc))
 
     def render() -> None:
+        from rich.markdown import Markdown
+
         console.print(Markdown(result.answer))
         why = "record_belief refused it" if result.belief else "no belief block in the answer"
         saved = {"model": "saved by the model", "ask": "saved", None: f"not saved ({why})"}

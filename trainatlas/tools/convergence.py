@@ -15,19 +15,80 @@ MIN_IMPROVEMENT = 0.05  # a metric that improved less than 5% never converged to
 
 
 # Metric names whose direction is known: a lower-is-better token wins ("FID score" is lower).
-LOWER_TOKENS = ("loss", "fid", "kid", "wer", "cer", "error", "err", "perplexity", "ppl", "mae", "mse", "rmse",
-                "mape", "smape", "nme")
-HIGHER_TOKENS = ("map", "ap", "miou", "iou", "dice", "f1", "auc", "acc", "accuracy", "top1", "bleu", "rouge",
-                 "pck", "reward", "score", "return")
+LOWER_TOKENS = (
+    "loss",
+    "fid",
+    "kid",
+    "wer",
+    "cer",
+    "error",
+    "err",
+    "perplexity",
+    "ppl",
+    "mae",
+    "mse",
+    "rmse",
+    "mape",
+    "smape",
+    "nme",
+)
+HIGHER_TOKENS = (
+    "map",
+    "ap",
+    "miou",
+    "iou",
+    "dice",
+    "f1",
+    "auc",
+    "acc",
+    "accuracy",
+    "top1",
+    "bleu",
+    "rouge",
+    "pck",
+    "reward",
+    "score",
+    "return",
+)
 EVAL_PREFIXES = ("val/", "eval/", "test/", "valid/")
 _SKIP_TOKENS = {"best", "std", "lr"}
 # Metrics only ever computed on held-out data (a GAN's FID has no training-set twin).
 EVAL_TOKENS = {"fid", "kid", "wer", "cer", "map", "ap", "miou", "iou", "bleu", "rouge", "pck", "nme"}
 # Which named metric is the headline one: task metrics before error measures, component losses last
 # (a GAN's generator loss says nothing about progress; its FID does).
-_RANK = ("fid", "map", "ap", "miou", "iou", "dice", "acc", "accuracy", "top1", "f1", "auc", "wer", "cer", "bleu",
-         "rouge", "pck", "nme", "reward", "return", "score", "perplexity", "ppl", "error", "err", "mae", "rmse",
-         "mse", "mape", "smape", "kid", "loss")
+_RANK = (
+    "fid",
+    "map",
+    "ap",
+    "miou",
+    "iou",
+    "dice",
+    "acc",
+    "accuracy",
+    "top1",
+    "f1",
+    "auc",
+    "wer",
+    "cer",
+    "bleu",
+    "rouge",
+    "pck",
+    "nme",
+    "reward",
+    "return",
+    "score",
+    "perplexity",
+    "ppl",
+    "error",
+    "err",
+    "mae",
+    "rmse",
+    "mse",
+    "mape",
+    "smape",
+    "kid",
+    "loss",
+)
 
 
 def metric_direction(key: str) -> bool | None:

@@ -112,10 +112,7 @@ def loss_divergence(data: RunData) -> Issue | None:
     peak_i = int(np.argmax(np.abs(curve.values)))
     exploded = abs(float(curve.values[peak_i])) > EXPLODE_FACTOR * scale
     magnitude = np.abs(b.values)
-    runaway = (
-        median(np.abs(tail.values)) > RUNAWAY_FACTOR * scale
-        and spearman(b.steps, magnitude) > RUNAWAY_TREND
-    )
+    runaway = median(np.abs(tail.values)) > RUNAWAY_FACTOR * scale and spearman(b.steps, magnitude) > RUNAWAY_TREND
     exploded = exploded or runaway
     learned = early - best
     gave_back = (tail_level - best) / learned if learned > 0 else (np.inf if tail_level > best else 0.0)
@@ -342,8 +339,13 @@ def _metric_not_learning(data: RunData) -> Issue | None:
             f"({rel:+.1%} improvement), never better than where it started; there is no trend towards better "
             f"values (rank correlation {-trend:+.2f})."
         ),
-        evidence={"metric": key, "first_level": sign * first, "last_level": sign * last,
-                  "relative_improvement": rel, "trend": -trend},  # fmt: skip
+        evidence={
+            "metric": key,
+            "first_level": sign * first,
+            "last_level": sign * last,
+            "relative_improvement": rel,
+            "trend": -trend,
+        },  # fmt: skip
         first_step=int(series.steps[0]),
         fix_prompt=(
             "Check that optimizer.step() runs for every model being trained and that the losses reach the "
@@ -457,8 +459,11 @@ def overfitting(data: RunData) -> Issue | None:
         message=(
             f"{key} was best at step {best_step} ({fmt(shown[0])}) and is now {fmt(shown[1])} at step "
             f"{last_step}, worse at each of the last {OVERFIT_PATIENCE} evaluations"
-            + (", while the training loss kept falling." if train is not None and len(train) else
-               " (no training loss recorded to compare).")
+            + (
+                ", while the training loss kept falling."
+                if train is not None and len(train)
+                else " (no training loss recorded to compare)."
+            )
         ),
         evidence={
             "metric": key,
