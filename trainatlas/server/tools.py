@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -26,6 +28,9 @@ from trainatlas.tools.answers import Comparison, Diagnosis, Status, Sustainabili
 # `initialize` before paying for them.
 
 MAX_ANSWER_CHARS = 80_000  # about 20k tokens
+# At most this many tool calls compute at once (the rest queue): more would not finish sooner on
+# these cores, and each holds DuckDB buffers and arrays, so fifty clients must not mean fifty copies.
+WORK_SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 SQL_MAX_CHARS = 60_000
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
@@ -41,7 +46,8 @@ def answers(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
-            result = fn(*args, **kwargs)
+            with WORK_SLOTS:
+                result = fn(*args, **kwargs)
         except LookupError as exc:
             raise ToolError(f"{exc}. Call list_runs to see the run ids.") from exc
         except ValueError as exc:
