@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from trainatlas.observer import columns as cols
 from trainatlas.observer.values import to_floats
 from trainatlas.store.schema import arrow_schema
 
@@ -123,10 +124,10 @@ class Recording:
         self._flag_nonfinite(col_step, col_ts, col_key, values)
         if any(type(k) is not str for k in set(col_key)):
             col_key = [str(k) for k in col_key]
-        return pa.table(
-            {"run_id": pa.repeat(run_id, len(values)), "step": col_step, "ts": col_ts,
-             "key": col_key, "value": values},
-            schema=arrow_schema("scalars"),
+        return cols.table(
+            {"run_id": cols.repeated(run_id, len(values)), "step": cols.ints(col_step), "ts": cols.f64(col_ts),
+             "key": cols.strings(col_key), "value": cols.f64(values)},
+            arrow_schema("scalars"),
         )  # fmt: skip
 
     def _flag_nonfinite(self, steps: list[int], ts: list[float], keys: list[str],
@@ -160,23 +161,23 @@ class Recording:
                 raw.extend(stats)
         values = to_floats(raw)  # None stays None: NULL = not measured
         n = len(LAYER_STATS)
-        columns: dict[str, list[Any]] = {
-            "run_id": [run_id] * len(meta),
-            "step": [m[0] for m in meta],
-            "layer": [m[1] for m in meta],
-            "module_type": [m[2] for m in meta],
-            "param_count": [m[3] for m in meta],
-            "training": [m[4] for m in meta],
-            "position": [m[5] for m in meta],
+        columns: dict[str, pa.Array] = {
+            "run_id": cols.repeated(run_id, len(meta)),
+            "step": cols.ints([m[0] for m in meta]),
+            "layer": cols.strings([m[1] for m in meta]),
+            "module_type": cols.strings([m[2] for m in meta]),
+            "param_count": cols.ints([m[3] for m in meta]),
+            "training": cols.bools([m[4] for m in meta]),
+            "position": cols.ints([m[5] for m in meta], "i"),
         }
         for j, stat in enumerate(LAYER_STATS):
-            columns[stat] = values[j::n]
-        return pa.table(columns, schema=arrow_schema("layers"))
+            columns[stat] = cols.f64(values[j::n])
+        return cols.table(columns, arrow_schema("layers"))
 
     def _events(self, run_id: str, events: list[tuple[Any, ...]]) -> pa.Table:
-        rows = [
-            {"run_id": run_id, "step": step, "ts": ts, "kind": kind, "code": code,
-             "severity": severity, "message": message, "payload": json.dumps(payload, default=str)}
-            for step, ts, kind, code, severity, message, payload in events
-        ]  # fmt: skip
-        return pa.Table.from_pylist(rows, schema=arrow_schema("events"))
+        step, ts, kind, code, severity, message, payload = zip(*events, strict=True) if events else ((),) * 7
+        columns = {"run_id": cols.repeated(run_id, len(events)), "step": cols.ints(step), "ts": cols.f64(ts),
+                   "kind": cols.strings(kind), "code": cols.strings(code), "severity": cols.strings(severity),
+                   "message": cols.strings(message),
+                   "payload": cols.strings([json.dumps(p, default=str) for p in payload])}  # fmt: skip
+        return cols.table(columns, arrow_schema("events"))

@@ -244,7 +244,8 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             for shard in small:
-                table = pq.read_table(shard.path)
+                with pq.ParquetFile(shard.path) as f:  # not pq.read_table: it imports pandas (~50 MB)
+                    table = f.read()
                 columns = [
                     table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
                     for f in schema
