@@ -237,6 +237,7 @@ class Observer:
                 self._flush()
             for table in TABLES:
                 self._channels.run("writer", compact, self.dir / table)
+            _release_arrow_memory()
             self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step)
             if error:
                 self._info["traceback"] = error
@@ -388,11 +389,28 @@ class Observer:
 
 
 def _release_arrow_memory() -> None:
-    """Arrow's allocator keeps freed buffers for reuse; give them back so that the training
-    process does not grow by what the writer once needed."""
+    """Arrow's allocator keeps freed buffers for reuse, and glibc keeps freed heap in its arenas
+    (one per thread that allocated); give both back so that the training process does not grow
+    by what the writer once needed."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only (not musl, macOS)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_libc = _load_libc() if sys.platform.startswith("linux") else None
 
 
 # -- runs left open when the interpreter exits -----------------------------------------------------
