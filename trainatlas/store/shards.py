@@ -240,6 +240,7 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
 
     schema = pa.unify_schemas([pq.read_schema(s.path) for s in small])
     target = shard_path(table_dir, small[0].first, small[-1].last)
+    pool = pa.default_memory_pool()
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
@@ -253,6 +254,8 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
                             for c in schema
                         ]
                         writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+                        del table, columns
+                        pool.release_unused()  # mimalloc otherwise keeps what each group needed
         os.replace(tmp, target)
     finally:
         if tmp.exists():
