@@ -101,6 +101,7 @@ class Observer:
         self._grad_norm_every = grad_norm_every
         self._next_grad_norm = 1  # the step at which the global gradient norm is next computed
         self._thinning = False
+        self._log_keys: tuple[Any, ...] = ()  # the keys of the last log() call
         self._wall = time.time() - time.perf_counter()  # perf_counter -> unix time, without a call per step
         self._next_heartbeat = 0.0
         self._next_shard = dict.fromkeys(TABLES, 0)
@@ -205,12 +206,18 @@ class Observer:
 
     def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
         """Record named scalars (numbers or tensors) at the current step, e.g. ``val/loss``."""
-        if not self.recording or "log" not in self._channels:
+        if not self.recording or "log" not in self._channels.enabled:
             return
         try:
             pending = self._rec.logged
             if len(pending) < MAX_PENDING_STEPS or not self._thinned_out(self.global_step, len(pending)):
-                pending.append((self.global_step if step is None else int(step), time.time(), dict(values)))
+                # keys and values as two tuples, not a dict copy: cheaper to build and to keep; calls
+                # with the same keys as the previous one (the usual case) share its keys tuple
+                keys = tuple(values)
+                if keys != self._log_keys:
+                    self._log_keys = keys
+                step = self.global_step if step is None else int(step)
+                pending.append((step, time.time(), self._log_keys, tuple(values.values())))
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("log", exc)
 
@@ -335,7 +342,7 @@ class Observer:
     def _sample(self, channel: str, read: Any) -> None:
         values = self._channels.run(channel, read)
         if values:
-            self._rec.logged.append((self.global_step, time.time(), values))
+            self._rec.logged.append((self.global_step, time.time(), tuple(values), tuple(values.values())))
 
     def _flush(self) -> None:
         """Write one shard per table with what was recorded, and beat the heartbeat."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from itertools import chain, groupby, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ class Recording:
 
     def __init__(self) -> None:
         self.steps: list[tuple[Any, ...]] = []
-        self.logged: list[tuple[int, float, dict[str, Any]]] = []
+        self.logged: list[tuple[int, float, tuple[Any, ...], tuple[Any, ...]]] = []  # step, ts, keys, values
         self.layers: list[tuple[int, float, list[tuple[Any, ...]]]] = []
         self.events: list[tuple[Any, ...]] = []
         self.seen_nonfinite: set[str] = set()
@@ -78,7 +79,7 @@ class Recording:
         return {name: t for name, t in tables.items() if t.num_rows}
 
     def _scalars(self, run_id: str, steps: list[tuple[Any, ...]],
-                 logged: list[tuple[int, float, dict[str, Any]]]) -> pa.Table:  # fmt: skip
+                 logged: list[tuple[int, float, tuple[Any, ...], tuple[Any, ...]]]) -> pa.Table:  # fmt: skip
         """Long rows (step, ts, key, value), built column-wise with list operations that run in C:
         this thread competes with training for the GIL."""
         col_step: list[int] = []
@@ -108,13 +109,13 @@ class Recording:
                 extend(lr_key(group), s_step, s_ts, tuple(g[group] if len(g) > group else None for g in lrs))
             extend("epoch", s_step, s_ts, epoch)
         # consecutive log() calls with the same keys (the usual case) are transposed in bulk
-        for keys, run in groupby(logged, key=lambda entry: tuple(entry[2])):
+        for keys, run in groupby(logged, key=itemgetter(2)):
             entries = list(run)
             n = len(keys)
-            col_step.extend(repeat_each([e[0] for e in entries], n))
-            col_ts.extend(repeat_each([e[1] for e in entries], n))
+            col_step.extend(repeat_each(list(map(itemgetter(0), entries)), n))
+            col_ts.extend(repeat_each(list(map(itemgetter(1), entries)), n))
             col_key.extend(keys * len(entries))
-            raw.extend(chain.from_iterable(e[2].values() for e in entries))
+            raw.extend(chain.from_iterable(map(itemgetter(3), entries)))
         converted = to_floats(raw)
         if None in converted:  # strings and the like are dropped
             keep = [i for i, v in enumerate(converted) if v is not None]
