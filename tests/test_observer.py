@@ -371,3 +371,33 @@ def test_memory_stays_bounded_when_steps_outpace_the_writer(root, monkeypatch):
     kept = con.execute("SELECT count(*), max(step) FROM scalars WHERE key = 'train/loss'").fetchone()
     assert 100 < kept[0] < 2000
     assert con.execute("SELECT code FROM events WHERE kind = 'observer'").fetchall() == [("recording_thinned",)]
+
+
+def test_recording_does_not_import_pandas(tmp_path):
+    """pyarrow imports pandas (~50 MB) on its first conversion of Python objects; the Observer
+    builds its columns from buffers instead. Run apart: the test process may have pandas already."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, trainatlas\n"
+        f"obs = trainatlas.Observer(root={str(tmp_path)!r}, carbon=False, flush_every_s=0.01)\n"
+        "for i in range(300):\n"
+        "    obs.step(loss=1.0); obs.log({'a': i, 'b': None, 'c': 'text'})\n"
+        "obs.close()\n"
+        "print('pandas' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    con = trainatlas.open_catalog(tmp_path)
+    assert con.execute("SELECT count(*), sum(value) FROM scalars WHERE key = 'a'").fetchone() == (300, 299 * 150)
+
+
+def test_columns_keep_nulls_and_types():
+    from trainatlas.observer import columns as cols
+
+    assert cols.f64([1.0, None, 3]).to_pylist() == [1.0, None, 3.0]
+    assert cols.ints([5, None], "i").to_pylist() == [5, None]
+    assert cols.bools([True, False, None]).to_pylist() == [True, False, None]
+    assert cols.strings(["é", None, "ab", "é"]).to_pylist() == ["é", None, "ab", "é"]
+    assert cols.repeated("run", 3).to_pylist() == ["run"] * 3

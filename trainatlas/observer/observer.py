@@ -101,6 +101,7 @@ class Observer:
         self._grad_norm_every = grad_norm_every
         self._next_grad_norm = 1  # the step at which the global gradient norm is next computed
         self._thinning = False
+        self._log_keys: tuple[Any, ...] = ()  # the keys of the last log() call
         self._wall = time.time() - time.perf_counter()  # perf_counter -> unix time, without a call per step
         self._next_heartbeat = 0.0
         self._next_shard = dict.fromkeys(TABLES, 0)
@@ -205,12 +206,18 @@ class Observer:
 
     def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
         """Record named scalars (numbers or tensors) at the current step, e.g. ``val/loss``."""
-        if not self.recording or "log" not in self._channels:
+        if not self.recording or "log" not in self._channels.enabled:
             return
         try:
             pending = self._rec.logged
             if len(pending) < MAX_PENDING_STEPS or not self._thinned_out(self.global_step, len(pending)):
-                pending.append((self.global_step if step is None else int(step), time.time(), dict(values)))
+                # keys and values as two tuples, not a dict copy: cheaper to build and to keep; calls
+                # with the same keys as the previous one (the usual case) share its keys tuple
+                keys = tuple(values)
+                if keys != self._log_keys:
+                    self._log_keys = keys
+                step = self.global_step if step is None else int(step)
+                pending.append((step, time.time(), self._log_keys, tuple(values.values())))
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("log", exc)
 
@@ -237,6 +244,7 @@ class Observer:
                 self._flush()
             for table in TABLES:
                 self._channels.run("writer", compact, self.dir / table)
+            _release_arrow_memory()
             self._info.update(status=status, ended_at=utcnow_iso(), heartbeat_at=utcnow_iso(), steps=self.global_step)
             if error:
                 self._info["traceback"] = error
@@ -334,7 +342,7 @@ class Observer:
     def _sample(self, channel: str, read: Any) -> None:
         values = self._channels.run(channel, read)
         if values:
-            self._rec.logged.append((self.global_step, time.time(), values))
+            self._rec.logged.append((self.global_step, time.time(), tuple(values), tuple(values.values())))
 
     def _flush(self) -> None:
         """Write one shard per table with what was recorded, and beat the heartbeat."""
@@ -388,11 +396,28 @@ class Observer:
 
 
 def _release_arrow_memory() -> None:
-    """Arrow's allocator keeps freed buffers for reuse; give them back so that the training
-    process does not grow by what the writer once needed."""
+    """Arrow's allocator keeps freed buffers for reuse, and glibc keeps freed heap in its arenas
+    (one per thread that allocated); give both back so that the training process does not grow
+    by what the writer once needed."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only (not musl, macOS)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_libc = _load_libc() if sys.platform.startswith("linux") else None
 
 
 # -- runs left open when the interpreter exits -----------------------------------------------------

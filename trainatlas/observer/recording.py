@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from itertools import chain, groupby, repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from trainatlas.observer import columns as cols
 from trainatlas.observer.values import to_floats
 from trainatlas.store.schema import arrow_schema
 
@@ -49,7 +51,7 @@ class Recording:
 
     def __init__(self) -> None:
         self.steps: list[tuple[Any, ...]] = []
-        self.logged: list[tuple[int, float, dict[str, Any]]] = []
+        self.logged: list[tuple[int, float, tuple[Any, ...], tuple[Any, ...]]] = []  # step, ts, keys, values
         self.layers: list[tuple[int, float, list[tuple[Any, ...]]]] = []
         self.events: list[tuple[Any, ...]] = []
         self.seen_nonfinite: set[str] = set()
@@ -77,7 +79,7 @@ class Recording:
         return {name: t for name, t in tables.items() if t.num_rows}
 
     def _scalars(self, run_id: str, steps: list[tuple[Any, ...]],
-                 logged: list[tuple[int, float, dict[str, Any]]]) -> pa.Table:  # fmt: skip
+                 logged: list[tuple[int, float, tuple[Any, ...], tuple[Any, ...]]]) -> pa.Table:  # fmt: skip
         """Long rows (step, ts, key, value), built column-wise with list operations that run in C:
         this thread competes with training for the GIL."""
         col_step: list[int] = []
@@ -107,13 +109,13 @@ class Recording:
                 extend(lr_key(group), s_step, s_ts, tuple(g[group] if len(g) > group else None for g in lrs))
             extend("epoch", s_step, s_ts, epoch)
         # consecutive log() calls with the same keys (the usual case) are transposed in bulk
-        for keys, run in groupby(logged, key=lambda entry: tuple(entry[2])):
+        for keys, run in groupby(logged, key=itemgetter(2)):
             entries = list(run)
             n = len(keys)
-            col_step.extend(repeat_each([e[0] for e in entries], n))
-            col_ts.extend(repeat_each([e[1] for e in entries], n))
+            col_step.extend(repeat_each(list(map(itemgetter(0), entries)), n))
+            col_ts.extend(repeat_each(list(map(itemgetter(1), entries)), n))
             col_key.extend(keys * len(entries))
-            raw.extend(chain.from_iterable(e[2].values() for e in entries))
+            raw.extend(chain.from_iterable(map(itemgetter(3), entries)))
         converted = to_floats(raw)
         if None in converted:  # strings and the like are dropped
             keep = [i for i, v in enumerate(converted) if v is not None]
@@ -123,10 +125,10 @@ class Recording:
         self._flag_nonfinite(col_step, col_ts, col_key, values)
         if any(type(k) is not str for k in set(col_key)):
             col_key = [str(k) for k in col_key]
-        return pa.table(
-            {"run_id": pa.repeat(run_id, len(values)), "step": col_step, "ts": col_ts,
-             "key": col_key, "value": values},
-            schema=arrow_schema("scalars"),
+        return cols.table(
+            {"run_id": cols.repeated(run_id, len(values)), "step": cols.ints(col_step), "ts": cols.f64(col_ts),
+             "key": cols.strings(col_key), "value": cols.f64(values)},
+            arrow_schema("scalars"),
         )  # fmt: skip
 
     def _flag_nonfinite(self, steps: list[int], ts: list[float], keys: list[str],
@@ -160,23 +162,23 @@ class Recording:
                 raw.extend(stats)
         values = to_floats(raw)  # None stays None: NULL = not measured
         n = len(LAYER_STATS)
-        columns: dict[str, list[Any]] = {
-            "run_id": [run_id] * len(meta),
-            "step": [m[0] for m in meta],
-            "layer": [m[1] for m in meta],
-            "module_type": [m[2] for m in meta],
-            "param_count": [m[3] for m in meta],
-            "training": [m[4] for m in meta],
-            "position": [m[5] for m in meta],
+        columns: dict[str, pa.Array] = {
+            "run_id": cols.repeated(run_id, len(meta)),
+            "step": cols.ints([m[0] for m in meta]),
+            "layer": cols.strings([m[1] for m in meta]),
+            "module_type": cols.strings([m[2] for m in meta]),
+            "param_count": cols.ints([m[3] for m in meta]),
+            "training": cols.bools([m[4] for m in meta]),
+            "position": cols.ints([m[5] for m in meta], "i"),
         }
         for j, stat in enumerate(LAYER_STATS):
-            columns[stat] = values[j::n]
-        return pa.table(columns, schema=arrow_schema("layers"))
+            columns[stat] = cols.f64(values[j::n])
+        return cols.table(columns, arrow_schema("layers"))
 
     def _events(self, run_id: str, events: list[tuple[Any, ...]]) -> pa.Table:
-        rows = [
-            {"run_id": run_id, "step": step, "ts": ts, "kind": kind, "code": code,
-             "severity": severity, "message": message, "payload": json.dumps(payload, default=str)}
-            for step, ts, kind, code, severity, message, payload in events
-        ]  # fmt: skip
-        return pa.Table.from_pylist(rows, schema=arrow_schema("events"))
+        step, ts, kind, code, severity, message, payload = zip(*events, strict=True) if events else ((),) * 7
+        columns = {"run_id": cols.repeated(run_id, len(events)), "step": cols.ints(step), "ts": cols.f64(ts),
+                   "kind": cols.strings(kind), "code": cols.strings(code), "severity": cols.strings(severity),
+                   "message": cols.strings(message),
+                   "payload": cols.strings([json.dumps(p, default=str) for p in payload])}  # fmt: skip
+        return cols.table(columns, arrow_schema("events"))

@@ -15,10 +15,11 @@ def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
 
     Types are inspected once per type, not per value: this runs on the background thread, which
     competes with the training for the GIL (and ``==`` on a tensor is a slow torch call)."""
-    kinds = {type(v): v for v in values}
-    if kinds.keys() <= {float, int}:  # the common case, at C speed
+    kinds = set(map(type, values))
+    if kinds <= {float, int}:  # the common case, at C speed
         return list(map(float, values))
-    tensor_kinds = {t for t, v in kinds.items() if is_tensor(v)}
+    examples = {type(v): v for v in values}
+    tensor_kinds = {t for t, v in examples.items() if is_tensor(v)}
     out: list[float | None] = [None] * len(values)
     groups: dict[Any, list[int]] = {}
     for i, v in enumerate(values):

@@ -220,8 +220,8 @@ class _Thrift:
 
 def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
     """Merge the first run of small shards in ``table_dir`` (up to ``MERGE_BYTES`` of them) into one
-    when there are at least ``min_shards``. Streams shard by shard, so memory stays bounded by
-    the largest shard. Unreadable shards are left alone. Returns the new shard."""
+    when there are at least ``min_shards``. Streams row group by row group, so memory stays
+    bounded by the largest row group. Unreadable shards are left alone. Returns the new shard."""
     small = []
     total = 0
     for shard in list_shards(table_dir):
@@ -240,16 +240,22 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
 
     schema = pa.unify_schemas([pq.read_schema(s.path) for s in small])
     target = shard_path(table_dir, small[0].first, small[-1].last)
+    pool = pa.default_memory_pool()
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
             for shard in small:
-                table = pq.read_table(shard.path)
-                columns = [
-                    table.column(f.name) if f.name in table.column_names else pa.nulls(len(table), f.type)
-                    for f in schema
-                ]
-                writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+                # one row group at a time (a merged shard holds many); not pq.read_table: it imports pandas
+                with pq.ParquetFile(shard.path) as f:
+                    for group in range(f.num_row_groups):
+                        table = f.read_row_group(group, use_threads=False)
+                        columns = [
+                            table.column(c.name) if c.name in table.column_names else pa.nulls(len(table), c.type)
+                            for c in schema
+                        ]
+                        writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+                        del table, columns
+                        pool.release_unused()  # mimalloc otherwise keeps what each group needed
         os.replace(tmp, target)
     finally:
         if tmp.exists():
