@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from trainatlas import __version__
+from trainatlas.fmt import duration as _duration
+from trainatlas.fmt import number as _num
 
 # Piped output gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -168,10 +170,6 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
 def render_runs(rows: list[dict[str, Any]]) -> None:
     table = Table(title=f"{len(rows)} runs", title_justify="left")
     for col in ("project", "name", "id", "status", "steps", "last loss", "age"):
@@ -298,14 +296,6 @@ def render_advice(advice: Any, remaining: Any) -> None:
             f"EUR {sv.cost_eur:.3g} ({escape(sv.basis)})",
             highlight=False,
         )
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

@@ -5,20 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainatlas.fmt import duration
+from trainatlas.fmt import number as _num
 from trainatlas.watch.alerts import Alerts
 from trainatlas.watch.watcher import Event, Snapshot, alertable, finite_or_none
-
-
-def duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.0f} s"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def headline(event: Event, snap: Snapshot) -> str:
