@@ -79,8 +79,9 @@ class RootState:
             elif now - self._refreshed > FRESH_S or self._changed > self._refreshed:
                 self._catalog.refresh()
                 self._refreshed = now
-            view = copy.copy(self._catalog)
-        view.con = self._catalog.con.cursor()
+            base = self._catalog
+        view = copy.copy(base)
+        view.con = base.con.cursor()
         return view
 
     def sandbox(self) -> Catalog:
