@@ -20,7 +20,7 @@ from trainatlas.observer.values import to_floats
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
-DRAIN_CHUNK = 10_000
+DRAIN_CHUNK = 2_500
 STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
 LAYER_STATS = (
     "grad_norm", "weight_norm", "update_ratio",
