@@ -127,7 +127,7 @@ def advise(
         i = int(np.argmin(s.values) if lower else np.argmax(s.values))
         best_step, best_value = int(s.steps[i]), float(s.values[i])
     if blocking:
-        return Advice(recommendation="stop_now", reason=f"{blocking[0].title}: {blocking[0].message}",
+        return Advice(recommendation="stop_now", reason=blocking[0].message,
                       best_step=best_step, best_value=best_value, savings=saved, threshold=threshold)  # fmt: skip
     if remaining is not None and remaining.remaining_steps == 0:
         return Advice(recommendation="continue", reason="the run has reached its planned length",
