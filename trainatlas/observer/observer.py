@@ -39,6 +39,7 @@ CARBON_EVERY_S = 15.0
 GRAD_NORM_BUDGET = 0.005  # share of step time the per-step gradient norm may take
 GRAD_NORM_MAX_GAP = 50  # ... but at least one gradient norm every this many steps
 MAX_PENDING_STEPS = 20_000  # unwritten steps (or log calls) before recording thins out
+TRIM_AFTER_ROWS = 10_000  # a flush this large means a backlog: hand its memory back to the OS
 LR_EVERY = 10  # learning rates are read every this many steps (schedules change slowly)
 HEARTBEAT_EVERY_S = 10.0  # run.json is rewritten this often (and at close); readers allow 120 s
 
@@ -350,7 +351,9 @@ class Observer:
             self._rec.clear()
             return
         try:
+            drained = 0
             for table, data in self._rec.drain(self.run_id).items():
+                drained += data.num_rows
                 table_dir = self.dir / table
                 if not self._next_shard[table]:
                     table_dir.mkdir(exist_ok=True)
@@ -360,10 +363,10 @@ class Observer:
                 self._unmerged[table] += 1
                 # counted, not listed, on every write: the directory is only read when it may be time
                 if self._unmerged[table] >= ROLLING_COMPACT_AT:
-                    if len(list_shards(table_dir)) >= ROLLING_COMPACT_AT:
-                        compact(table_dir, ROLLING_COMPACT_AT)
+                    compact(table_dir, ROLLING_COMPACT_AT)  # merges only if there are that many
                     self._unmerged[table] = len(list_shards(table_dir))
-            _release_arrow_memory()
+            # trimming walks the whole heap (torch's too): worth it only after a backlog was converted
+            _release_arrow_memory(trim=drained >= TRIM_AFTER_ROWS)
             if time.monotonic() >= self._next_heartbeat:
                 self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
                 self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
@@ -395,14 +398,14 @@ class Observer:
             write_run_json(self.dir / RUN_FILE, self._info)
 
 
-def _release_arrow_memory() -> None:
+def _release_arrow_memory(trim: bool = True) -> None:
     """Arrow's allocator keeps freed buffers for reuse, and glibc keeps freed heap in its arenas
     (one per thread that allocated); give both back so that the training process does not grow
     by what the writer once needed."""
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    if _libc is not None:
+    if trim and _libc is not None:
         _libc.malloc_trim(0)
 
 
