@@ -4,6 +4,7 @@ record every request and answer with a scripted status, so no test reaches the n
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,3 +64,10 @@ class FakeEndpoint:
 
     def texts(self) -> list[str]:
         return [r.json.get("text", "") for r in self.requests]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now, for a server started in a subprocess."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

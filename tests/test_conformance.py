@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import observer, train
 from fastmcp import Client
+from http_fakes import free_port
 from mcp_types import PromptReference, ResourceTemplateReference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,12 +58,6 @@ def node22() -> str:
     major = int(subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip("v\n").split(".")[0])
     assert major >= 22, f"the conformance suite needs Node >= 22, found {major} (tests/npm brings 22 on Linux x64)"
     return node
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from http_fakes import free_port
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated
@@ -49,12 +50,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         model, opt = build(scenario)
         ids[scenario.name] = record(root, scenario.name, model, 120, optimizer=opt, lr=scenario.lr, sample_every=20)
     return {"root": root, **ids}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_http(root: Path, *extra: str) -> tuple[subprocess.Popen, str]:
