@@ -9,7 +9,6 @@ refresh once locked, so it is rebuilt when it is older than the data.
 from __future__ import annotations
 
 import copy
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from trainatlas.server.cache import AnswerCache
-from trainatlas.store.layout import resolve_root, run_signature
+from trainatlas.store.layout import iter_run_dirs, resolve_root, run_signature
 
 if TYPE_CHECKING:
     from trainatlas.store.catalog import Catalog
@@ -29,21 +28,7 @@ Signature = tuple[int, ...]
 
 def scan(root: Path) -> dict[str, Signature]:
     """Per run id, the mtimes that change when the run writes anything."""
-    found: dict[str, Signature] = {}
-    try:
-        projects = [e for e in os.scandir(root) if e.name.startswith("project=") and e.is_dir()]
-    except OSError:
-        return found
-    for project in projects:
-        try:
-            runs = [e for e in os.scandir(project.path) if e.name.startswith("run=")]
-        except OSError:
-            continue
-        for run in runs:
-            stamps = run_signature(run.path)
-            if stamps[0]:  # a run directory without run.json is not a run yet
-                found[run.name.removeprefix("run=")] = stamps
-    return found
+    return {run.name.removeprefix("run="): run_signature(run) for run in iter_run_dirs(root)}
 
 
 class RootState:
