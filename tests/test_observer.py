@@ -270,16 +270,35 @@ def test_internal_failure_warns_once_switches_the_channel_off_and_training_goes_
 
 
 def test_writer_failure_does_not_stop_training(root, monkeypatch):
-    from trainatlas.observer import observer as observer_module
+    from trainatlas.store.shards import ShardWriter
 
-    def disk_full(table, path):
+    def disk_full(self, table):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(observer_module, "write_shard_atomic", disk_full)
+    monkeypatch.setattr(ShardWriter, "write", disk_full)
     with pytest.warns(RuntimeWarning, match="writer"), observer(root, flush_every_s=0.05) as obs:
         losses = train(obs, steps=30, before_step=lambda s: time.sleep(0.005))
     assert len(losses) == 30
     assert not obs._rec.steps  # nothing piles up in memory once writing is off
+    assert not list(obs.dir.rglob("*.tmp-*"))  # no half-written shard is left behind
+
+
+def test_a_backlog_is_written_as_one_shard_converted_a_chunk_at_a_time(root, monkeypatch):
+    from trainatlas.observer import recording
+
+    monkeypatch.setattr(recording, "DRAIN_CHUNK", 100)
+    obs = observer(root, flush_every_s=3600)  # nothing is written before close
+    for i in range(1, 1001):
+        obs.step(loss=float(i))
+        obs.log({"val/a": i * 2.0, "val/b": None, "val/c": "text"})
+    obs.close()
+    (shard,) = (obs.dir / "scalars").glob("*.parquet")
+    f = pq.ParquetFile(shard)
+    assert f.num_row_groups >= 10  # 1,000 steps and log calls, 100 at a time
+    con = trainatlas.open_catalog(root)
+    got = con.execute("SELECT key, count(*), sum(value) FROM scalars WHERE key IN ('train/loss', 'val/a', "
+                      "'val/b', 'val/c') GROUP BY key ORDER BY key").fetchall()  # fmt: skip
+    assert got == [("train/loss", 1000, 500500.0), ("val/a", 1000, 1001000.0)]
 
 
 def test_flushes_in_the_background_while_training(root):

@@ -70,3 +70,13 @@ def repeated(value: str, n: int) -> pa.Array:
 
 def table(columns: dict[str, pa.Array], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+def from_numpy(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """A column without NULLs over a numpy array of the matching dtype (no copy)."""
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def lookup(names: Sequence[str], codes: np.ndarray) -> pa.Array:
+    """``names[code]`` for each code, as a string column: each name is encoded once."""
+    return strings(names).take(from_numpy(codes.astype(np.int32, copy=False), pa.int32()))

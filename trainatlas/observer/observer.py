@@ -8,6 +8,7 @@ tensors to floats in bulk, writes one shard per table about every second and kee
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import sys
@@ -28,11 +29,11 @@ from trainatlas.store.layout import RUN_FILE, TABLES, new_run_id, resolve_root, 
 from trainatlas.store.runinfo import process_identity, utcnow_iso, write_run_json
 from trainatlas.store.shards import (
     ROLLING_COMPACT_AT,
+    ShardWriter,
     compact,
     list_shards,
     next_index,
     shard_path,
-    write_shard_atomic,
 )
 
 CARBON_EVERY_S = 15.0
@@ -351,20 +352,7 @@ class Observer:
             self._rec.clear()
             return
         try:
-            drained = 0
-            for table, data in self._rec.drain(self.run_id).items():
-                drained += data.num_rows
-                table_dir = self.dir / table
-                if not self._next_shard[table]:
-                    table_dir.mkdir(exist_ok=True)
-                    self._next_shard[table] = next_index(table_dir)
-                write_shard_atomic(data, shard_path(table_dir, self._next_shard[table]))
-                self._next_shard[table] += 1
-                self._unmerged[table] += 1
-                # counted, not listed, on every write: the directory is only read when it may be time
-                if self._unmerged[table] >= ROLLING_COMPACT_AT:
-                    compact(table_dir, ROLLING_COMPACT_AT)  # merges only if there are that many
-                    self._unmerged[table] = len(list_shards(table_dir))
+            drained = self._write_pending()
             # trimming walks the whole heap (torch's too): worth it only after a backlog was converted
             _release_arrow_memory(trim=drained >= TRIM_AFTER_ROWS)
             if time.monotonic() >= self._next_heartbeat:
@@ -375,6 +363,36 @@ class Observer:
         except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training
             self._channels.disable("writer", exc)
             self._rec.clear()
+
+    def _write_pending(self) -> int:
+        """Everything recorded until now as one new shard per table, converted a chunk at a time;
+        the number of rows written."""
+        rows = 0
+        written = []
+        with contextlib.ExitStack() as shards:  # an error leaves no shard of this flush behind
+            writers: dict[str, ShardWriter] = {}
+            for chunk in self._rec.drain(self.run_id):
+                for table, data in chunk.items():
+                    if table not in writers:
+                        writers[table] = shards.enter_context(ShardWriter(self._next_shard_path(table)))
+                        written.append(table)
+                    writers[table].write(data)
+                    rows += data.num_rows
+        for table in written:
+            self._next_shard[table] += 1
+            self._unmerged[table] += 1
+            # counted, not listed, on every write: the directory is only read when it may be time
+            if self._unmerged[table] >= ROLLING_COMPACT_AT:
+                compact(self.dir / table, ROLLING_COMPACT_AT)  # merges only if there are that many
+                self._unmerged[table] = len(list_shards(self.dir / table))
+        return rows
+
+    def _next_shard_path(self, table: str) -> Path:
+        table_dir = self.dir / table
+        if not self._next_shard[table]:
+            table_dir.mkdir(exist_ok=True)
+            self._next_shard[table] = next_index(table_dir)
+        return shard_path(table_dir, self._next_shard[table])
 
     # -- the run directory ---------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ a host sync or I/O.
 from __future__ import annotations
 
 import json
-from itertools import chain, groupby, repeat
+from collections.abc import Iterator
+from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any
 
@@ -16,12 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from trainatlas.observer import columns as cols
-from trainatlas.observer.values import to_floats
+from trainatlas.observer.values import float_array, to_floats
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
 DRAIN_CHUNK = 2_500
 STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
+NONFINITE_FLAGS = {"train/loss": "nonfinite_loss", "grad_norm": "nonfinite_gradients"}
 LAYER_STATS = (
     "grad_norm", "weight_norm", "update_ratio",
     "act_mean", "act_std", "act_zero_frac", "act_dead_frac", "act_sat_frac",
@@ -37,13 +39,43 @@ def take(items: list[Any], limit: int | None = None) -> list[Any]:
     return batch
 
 
-def repeat_each(items: list[Any], n: int) -> list[Any]:
-    """[a, b] -> [a, a, b, b] for n=2, without a Python-level loop per element."""
-    return list(chain.from_iterable(repeat(item, n) for item in items)) if n != 1 else items
-
-
 def lr_key(group: int) -> str:
     return "lr" if group == 0 else f"lr/group{group}"
+
+
+class LongRows:
+    """Rows (step, ts, key, value) gathered as numpy pieces and joined once; keys kept as codes
+    into ``names``."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._codes: dict[Any, int] = {}
+        self._pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def code(self, key: Any) -> int:
+        found = self._codes.get(key)
+        if found is None:
+            found = self._codes[key] = len(self.names)
+            self.names.append(key if type(key) is str else str(key))
+        return found
+
+    def add(self, keys: list[Any], step: np.ndarray, ts: np.ndarray, values: np.ndarray,
+            present: np.ndarray) -> None:  # fmt: skip
+        """``len(step)`` rows of ``len(keys)`` values each (``values`` row by row); values not
+        ``present`` are left out."""
+        n = len(keys)
+        code = np.tile(np.array([self.code(k) for k in keys], dtype=np.int32), len(step))
+        if n != 1:
+            step, ts = np.repeat(step, n), np.repeat(ts, n)
+        if not present.all():
+            step, ts, code, values = step[present], ts[present], code[present], values[present]
+        if len(values):
+            self._pieces.append((step, ts, code, values))
+
+    def join(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self._pieces:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int32), np.zeros(0)
+        return tuple(np.concatenate(column) for column in zip(*self._pieces, strict=True))  # type: ignore[return-value]
 
 
 class Recording:
@@ -68,90 +100,80 @@ class Recording:
     def pending(self) -> bool:
         return bool(self.steps or self.logged or self.layers or self.events)
 
-    def drain(self, run_id: str) -> dict[str, pa.Table]:
-        """Tables for what was recorded since the last drain, at most ``DRAIN_CHUNK`` steps and log
-        calls at a time so that converting a backlog never needs much memory (empty tables left out)."""
-        tables = {
-            "scalars": self._scalars(run_id, take(self.steps, DRAIN_CHUNK), take(self.logged, DRAIN_CHUNK)),
-            "layers": self._layers(run_id, take(self.layers)),
-        }
+    def drain(self, run_id: str) -> Iterator[dict[str, pa.Table]]:
+        """Tables for what was recorded until now (empty tables left out), at most ``DRAIN_CHUNK``
+        steps and log calls at a time, so that converting a backlog never needs much memory. Events
+        come last: converting scalars may raise some."""
+        steps, logged = len(self.steps), len(self.logged)
+        tables = {"layers": self._layers(run_id, take(self.layers))}
+        while steps or logged:
+            a, b = min(steps, DRAIN_CHUNK), min(logged, DRAIN_CHUNK)
+            steps, logged = steps - a, logged - b
+            tables["scalars"] = self._scalars(run_id, take(self.steps, a), take(self.logged, b))
+            yield {name: t for name, t in tables.items() if t.num_rows}
+            tables = {}
         tables["events"] = self._events(run_id, take(self.events))
-        return {name: t for name, t in tables.items() if t.num_rows}
+        yield {name: t for name, t in tables.items() if t.num_rows}
 
     def _scalars(self, run_id: str, steps: list[tuple[Any, ...]],
                  logged: list[tuple[int, float, tuple[Any, ...], tuple[Any, ...]]]) -> pa.Table:  # fmt: skip
-        """Long rows (step, ts, key, value), built column-wise with list operations that run in C:
+        """Long rows (step, ts, key, value), built as numpy columns: no Python loop per value, because
         this thread competes with training for the GIL."""
-        col_step: list[int] = []
-        col_ts: list[float] = []
-        col_key: list[str] = []
-        raw: list[Any] = []
-
-        def extend(key: str, col_s: tuple[int, ...], col_t: tuple[float, ...], values: Any) -> None:
-            if None in values:  # values are floats or None here: a fast check
-                keep = [i for i, v in enumerate(values) if v is not None]
-                col_s, col_t, values = ([c[i] for i in keep] for c in (col_s, col_t, values))
-            col_step.extend(col_s)
-            col_ts.extend(col_t)
-            col_key.extend([key] * len(values))
-            raw.extend(values)
-
+        rows = LongRows()
         if steps:
             self.last_step = max(self.last_step, steps[-1][0])
             s_step, s_ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch = zip(*steps, strict=True)
-            # tensors become floats column by column (one stack per column) before any comparison
-            loss, grad_norm = to_floats(loss), to_floats(grad_norm)
-            for key, column in zip(STEP_KEYS, (loss, grad_norm, step_s, data_s, batch_size), strict=True):
-                extend(key, s_step, s_ts, column)
-            speed = tuple(b / t if b and t else None for b, t in zip(batch_size, step_s, strict=True))
-            extend("throughput/samples_per_s", s_step, s_ts, speed)
+            at = np.array(s_step, dtype=np.int64), np.array(s_ts, dtype=np.float64)
+            # tensors become floats column by column (one stack per column)
+            batch, seconds = float_array(batch_size), float_array(step_s)
+            columns = (float_array(to_floats(loss)), float_array(to_floats(grad_norm)), seconds,
+                       float_array(data_s), batch)  # fmt: skip
+            for key, (values, present) in zip(STEP_KEYS, columns, strict=True):
+                rows.add([key], *at, values, present)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                speed = batch[0] / seconds[0]
+            measured = batch[1] & seconds[1] & (batch[0] != 0) & (seconds[0] != 0)
+            rows.add(["throughput/samples_per_s"], *at, speed, measured)
             for group in range(max(map(len, lrs))):
-                extend(lr_key(group), s_step, s_ts, tuple(g[group] if len(g) > group else None for g in lrs))
-            extend("epoch", s_step, s_ts, epoch)
-        # consecutive log() calls with the same keys (the usual case) are transposed in bulk
+                rows.add([lr_key(group)], *at, *float_array([g[group] if len(g) > group else None for g in lrs]))
+            rows.add(["epoch"], *at, *float_array(epoch))
+        # consecutive log() calls with the same keys (the usual case) make one matrix, row per call
         for keys, run in groupby(logged, key=itemgetter(2)):
             entries = list(run)
-            n = len(keys)
-            col_step.extend(repeat_each(list(map(itemgetter(0), entries)), n))
-            col_ts.extend(repeat_each(list(map(itemgetter(1), entries)), n))
-            col_key.extend(keys * len(entries))
-            raw.extend(chain.from_iterable(map(itemgetter(3), entries)))
-        converted = to_floats(raw)
-        if None in converted:  # strings and the like are dropped
-            keep = [i for i, v in enumerate(converted) if v is not None]
-            columns = (col_step, col_ts, col_key, converted)
-            col_step, col_ts, col_key, converted = ([c[i] for i in keep] for c in columns)
-        values: list[float] = converted  # type: ignore[assignment]
-        self._flag_nonfinite(col_step, col_ts, col_key, values)
-        if any(type(k) is not str for k in set(col_key)):
-            col_key = [str(k) for k in col_key]
+            at_step = np.fromiter(map(itemgetter(0), entries), dtype=np.int64, count=len(entries))
+            at_ts = np.fromiter(map(itemgetter(1), entries), dtype=np.float64, count=len(entries))
+            rows.add(list(keys), at_step, at_ts, *float_array(list(chain.from_iterable(map(itemgetter(3), entries)))))
+        step, ts, code, value = rows.join()
+        bad = np.flatnonzero(~np.isfinite(value))  # usually empty
+        if len(bad):
+            step, ts, code, value = self._flag_nonfinite(rows, bad, step, ts, code, value)
         return cols.table(
-            {"run_id": cols.repeated(run_id, len(values)), "step": cols.ints(col_step), "ts": cols.f64(col_ts),
-             "key": cols.strings(col_key), "value": cols.f64(values)},
+            {"run_id": cols.repeated(run_id, len(value)), "step": cols.from_numpy(step, pa.int64()),
+             "ts": cols.from_numpy(ts, pa.float64()), "key": cols.lookup(rows.names, code),
+             "value": cols.from_numpy(value, pa.float64())},
             arrow_schema("scalars"),
         )  # fmt: skip
 
-    def _flag_nonfinite(self, steps: list[int], ts: list[float], keys: list[str],
-                        values: list[float]) -> None:  # fmt: skip
+    def _flag_nonfinite(self, rows: LongRows, bad: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
         """Sparse flags (only where it happened) and one event the first time."""
-        flags = {"train/loss": "nonfinite_loss", "grad_norm": "nonfinite_gradients"}
-        if not values:
-            return
-        bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))  # usually empty
+        step, ts, code, value = columns
+        flagged = []
         for i in bad.tolist():
-            code = flags.get(keys[i])
-            if code is None:
+            flag = NONFINITE_FLAGS.get(rows.names[code[i]])
+            if flag is None:
                 continue
-            steps.append(steps[i])
-            ts.append(ts[i])
-            keys.append(f"flag/{code}")
-            values.append(1.0)
-            if code not in self.seen_nonfinite:
-                self.seen_nonfinite.add(code)
-                what = "loss" if code == "nonfinite_loss" else "gradient norm"
-                self.event(steps[i], ts[i], "alert", code, "critical",
-                           f"the {what} became {values[i]} at step {steps[i]}",
-                           {"key": keys[i], "value": str(values[i])})  # fmt: skip
+            flagged.append((i, rows.code(f"flag/{flag}")))
+            if flag not in self.seen_nonfinite:
+                self.seen_nonfinite.add(flag)
+                what = "loss" if flag == "nonfinite_loss" else "gradient norm"
+                self.event(int(step[i]), float(ts[i]), "alert", flag, "critical",
+                           f"the {what} became {value[i]} at step {step[i]}",
+                           {"key": rows.names[code[i]], "value": str(value[i])})  # fmt: skip
+        if not flagged:
+            return columns
+        idx = [i for i, _ in flagged]
+        extra = (step[idx], ts[idx], np.array([c for _, c in flagged], dtype=np.int32), np.ones(len(idx)))
+        return tuple(np.concatenate(pair) for pair in zip(columns, extra, strict=True))
 
     def _layers(self, run_id: str, sampled: list[tuple[int, float, list[tuple[Any, ...]]]]) -> pa.Table:
         meta = []

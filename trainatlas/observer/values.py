@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+# types numpy turns into float64 itself, at C speed (bool is an int)
+_PLAIN = {float, int, bool, np.float64, np.float32, np.float16, np.int64, np.int32}
+
 
 def is_tensor(value: Any) -> bool:
     return hasattr(value, "detach") and hasattr(value, "device")
@@ -17,7 +22,10 @@ def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
     competes with the training for the GIL (and ``==`` on a tensor is a slow torch call)."""
     kinds = set(map(type, values))
     if kinds <= {float, int}:  # the common case, at C speed
-        return list(map(float, values))
+        try:
+            return list(map(float, values))
+        except OverflowError:  # an int beyond float64: the loop below says None for it
+            pass
     examples = {type(v): v for v in values}
     tensor_kinds = {t for t, v in examples.items() if is_tensor(v)}
     out: list[float | None] = [None] * len(values)
@@ -43,10 +51,23 @@ def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
     return out
 
 
+def float_array(values: list[Any] | tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(floats, present)``: ``to_floats`` as a float64 array, ``present`` False where a value was
+    not a number (its float is then 0). Plain numbers skip the per-value Python loop."""
+    if set(map(type, values)) <= _PLAIN:
+        try:
+            return np.array(values, dtype=np.float64), np.ones(len(values), dtype=bool)
+        except OverflowError:  # an int beyond float64: the slow path says None for it
+            pass
+    floats = to_floats(values)
+    present = np.fromiter((f is not None for f in floats), dtype=bool, count=len(floats))
+    return np.array([0.0 if f is None else f for f in floats], dtype=np.float64), present
+
+
 def _float_or_none(v: Any) -> float | None:
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 _NAME = re.compile(r"^part-(\d+)(?:-(\d+))?\.parquet$")
 _MAGIC = b"PAR1"
 _FOOTER_PEEK = 16 << 10  # the schema comes first in the footer; columns beyond this are not parsed
-SMALL_SHARD_BYTES = 8 << 20
+SMALL_SHARD_BYTES = 1 << 20  # larger shards are not tiny: rewriting them would cost the training more than it saves
 MERGE_BYTES = 64 << 20  # a merge rewrites at most this much
 ROLLING_COMPACT_AT = 64  # small shards in one table directory before they are merged
 
@@ -33,15 +33,49 @@ class Shard:
 
 def write_shard_atomic(table: Any, path: Path) -> None:
     """Write an Arrow ``table`` to ``path`` so that readers see either no file or the whole file."""
-    import pyarrow.parquet as pq
+    with ShardWriter(path) as writer:
+        writer.write(table)
 
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+class ShardWriter:
+    """One shard written from one or more Arrow tables (a row group each) under a temporary name,
+    renamed when the ``with`` block ends without an error: readers see no file or the whole file,
+    and a large flush is converted and written a piece at a time.
+
+    Only string columns are dictionary-encoded: they repeat a few values (run id, key), while
+    dictionary-encoding steps, times and values costs more time than it saves space."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        self._writer: Any = None
+
+    def write(self, table: Any) -> None:
+        if self._writer is None:
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self.tmp, table.schema, **writer_options(table.schema))
+        self._writer.write_table(table)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                if exc_type is None:
+                    os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+
+def writer_options(schema: Any) -> dict[str, Any]:
+    """Parquet writer options for a shard of ``schema`` (see ``ShardWriter``)."""
+    import pyarrow as pa
+
+    return {"use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)]}
 
 
 def list_shards(table_dir: Path) -> list[Shard]:
@@ -243,7 +277,7 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
     pool = pa.default_memory_pool()
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with pq.ParquetWriter(tmp, schema, **writer_options(schema)) as writer:
             for shard in small:
                 # one row group at a time (a merged shard holds many); not pq.read_table: it imports pandas
                 with pq.ParquetFile(shard.path) as f:
