@@ -55,7 +55,7 @@ def test_grad_norm_equals_torch_clip_grad_norm(root):
 
 
 def test_adaptive_grad_norm_stays_within_its_budget(root):
-    with observer(root) as obs:  # grad_norm_every=None: only while it costs < 0.5% of step time
+    with observer(root) as obs:  # grad_norm_every=None: only while it costs < 0.1% of step time
         train(obs, steps=200, before_step=lambda s: time.sleep(0.001) if s % 2 else None)
     computed = len(scalar_series(root, obs.run_id, "grad_norm"))
     assert 1 <= computed < 200
@@ -420,3 +420,19 @@ def test_columns_keep_nulls_and_types():
     assert cols.bools([True, False, None]).to_pylist() == [True, False, None]
     assert cols.strings(["é", None, "ab", "é"]).to_pylist() == ["é", None, "ab", "é"]
     assert cols.repeated("run", 3).to_pylist() == ["run"] * 3
+
+
+def test_logged_values_become_floats_column_by_column():
+    import numpy as np
+
+    from trainatlas.observer.values import float_array
+
+    t = torch.tensor
+    values, present = float_array([t(1.5), None, t(2.0)])  # a loss or grad-norm column: one stack
+    assert present.tolist() == [True, False, True] and values[present].tolist() == [1.5, 2.0]
+    # shapes, types and numbers that do not stack or do not fit: value by value, NULL where not a number
+    values, present = float_array([t(1.0), t([2.0, 4.0]), "x", 2**2000, True, np.float32(0.5)])
+    assert present.tolist() == [True, True, False, False, True, True]
+    assert values[present].tolist() == [1.0, 3.0, 1.0, 0.5]
+    values, present = float_array([None, None])
+    assert len(values) == 2 and not present.any()

@@ -37,7 +37,7 @@ from trainatlas.store.shards import (
 )
 
 CARBON_EVERY_S = 15.0
-GRAD_NORM_BUDGET = 0.005  # share of step time the per-step gradient norm may take
+GRAD_NORM_BUDGET = 0.001  # share of step time the per-step gradient norm may take
 GRAD_NORM_MAX_GAP = 50  # ... but at least one gradient norm every this many steps
 MAX_PENDING_STEPS = 20_000  # unwritten steps (or log calls) before recording thins out
 TRIM_AFTER_ROWS = 10_000  # a flush this large means a backlog: hand its memory back to the OS
@@ -60,7 +60,7 @@ class Observer:
         carbon_country: ISO 3166-1 alpha-3 country for the grid carbon intensity
             (default ``$TRAINATLAS_CARBON_COUNTRY``, else ``USA``).
         grad_norm_every: compute the global gradient norm every this many steps; ``None``
-            (default) computes it whenever its cost stays under 0.5% of the step time.
+            (default) computes it whenever its cost stays under 0.1% of the step time.
     """
 
     def __init__(
@@ -102,9 +102,9 @@ class Observer:
         self._forward_start: float | None = None
         self._grad_norm_every = grad_norm_every
         self._next_grad_norm = 1  # the step at which the global gradient norm is next computed
+        self._layers_due = math.inf  # the step at which the layer sampler has work (arm or collect)
         self._thinning = False
         self._log_keys: tuple[Any, ...] = ()  # the keys of the last log() call
-        self._wall = time.time() - time.perf_counter()  # perf_counter -> unix time, without a call per step
         self._next_heartbeat = 0.0
         self._next_shard = dict.fromkeys(TABLES, 0)
         self._unmerged = dict.fromkeys(TABLES, 0)  # shards written since the table was last compacted
@@ -155,6 +155,7 @@ class Observer:
             if self.sample_every:
                 self._sampler = LayerSampler(model)
                 self._sampler.arm()  # the first step is always sampled
+                self._layers_due = 0
             self._write_info()
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("layers", exc)
@@ -173,25 +174,19 @@ class Observer:
             return
         try:
             self.global_step = s = self.global_step + 1 if step is None else int(step)
-            last = self._last_end
-            step_s = now - last if last is not None else None
-            start = self._forward_start
-            data_s = start - last if last is not None and start is not None else None
+            last, start = self._last_end, self._forward_start
             self._forward_start = None
             if loss is not None and type(loss) is not float:
                 loss = loss.detach() if hasattr(loss, "detach") else loss
-            grad_norm = self._grad_norm(s, step_s) if self._params and s >= self._next_grad_norm else None
+            grad_norm = self._grad_norm(s, now, last) if s >= self._next_grad_norm and self._params else None
             opt = self._optimizer
             lrs = tuple(g["lr"] for g in opt.param_groups) if opt is not None and s % LR_EVERY == 1 else ()
             pending = self._rec.steps
             if len(pending) < MAX_PENDING_STEPS or not self._thinned_out(s, len(pending)):
-                pending.append((s, self._wall + now, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch))
-            sampler = self._sampler
-            if sampler is not None:
-                if sampler.armed:
-                    self._channels.run("layers", self._collect_layers, s)
-                if (s + 1) % self.sample_every == 0 and "layers" in self._channels:
-                    self._channels.run("layers", sampler.arm)
+                # raw clock readings: durations and wall time are computed in bulk when written
+                pending.append((s, now, last, start, loss, grad_norm, batch_size, lrs, epoch))
+            if s >= self._layers_due:
+                self._channels.run("layers", self._sample_layers, s)
         except Exception as exc:  # noqa: BLE001
             self._channels.disable("steps", exc)
         self._last_end = time.perf_counter()
@@ -273,7 +268,7 @@ class Observer:
         if self._forward_start is None:
             self._forward_start = time.perf_counter()
 
-    def _grad_norm(self, step: int, step_s: float | None) -> Any:
+    def _grad_norm(self, step: int, now: float, last: float | None) -> Any:
         """The global gradient norm, and when to compute it next: every ``grad_norm_every`` steps, or
         as often as keeps its measured cost under ``GRAD_NORM_BUDGET`` of the step time (at least
         every ``GRAD_NORM_MAX_GAP`` steps). Skipped steps cost one integer comparison."""
@@ -282,12 +277,26 @@ class Observer:
         cost = time.perf_counter() - start
         if self._grad_norm_every is not None:
             interval = self._grad_norm_every
-        elif step_s is None:  # the first step: kernels warm up, nothing to compare with yet
+        elif last is None:  # the first step: kernels warm up, nothing to compare with yet
             interval = 1
         else:
-            interval = min(GRAD_NORM_MAX_GAP, max(1, math.ceil(cost / (GRAD_NORM_BUDGET * max(step_s, 1e-9)))))
+            step_s = max(now - last, 1e-9)
+            interval = min(GRAD_NORM_MAX_GAP, max(1, math.ceil(cost / (GRAD_NORM_BUDGET * step_s))))
         self._next_grad_norm = step + interval
         return norm
+
+    def _sample_layers(self, step: int) -> None:
+        """Collect the sampled step's layer stats, arm the hooks before the next sampled step
+        (multiples of ``sample_every``), and note the step at which there is work again."""
+        sampler = self._sampler
+        if sampler.armed:
+            self._collect_layers(step)
+        every = self.sample_every
+        if (step + 1) % every == 0:
+            sampler.arm()
+            self._layers_due = step + 1
+        else:
+            self._layers_due = (step + 1) // every * every + every - 1  # the next step that arms
 
     def _collect_layers(self, step: int) -> None:
         self._rec.layers.append((step, time.time(), self._sampler.collect()))

@@ -8,6 +8,7 @@ a host sync or I/O.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from itertools import chain, groupby
 from operator import itemgetter
@@ -20,7 +21,8 @@ from trainatlas.observer import columns as cols
 from trainatlas.observer.values import float_array, to_floats
 from trainatlas.store.schema import arrow_schema
 
-# The per-step tuple: (step, ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch)
+# The per-step tuple: (step, perf_counter at step(), at the end of the previous step(), at the first forward
+# since then, loss, grad_norm, batch_size, lrs, epoch)
 DRAIN_CHUNK = 2_500
 STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
 NONFINITE_FLAGS = {"train/loss": "nonfinite_loss", "grad_norm": "nonfinite_gradients"}
@@ -88,6 +90,7 @@ class Recording:
         self.events: list[tuple[Any, ...]] = []
         self.seen_nonfinite: set[str] = set()
         self.last_step = 0  # the newest step handed to the writer
+        self.wall = time.time() - time.perf_counter()  # perf_counter -> unix time
 
     def clear(self) -> None:
         for items in (self.steps, self.logged, self.layers, self.events):
@@ -105,15 +108,17 @@ class Recording:
         steps and log calls at a time, so that converting a backlog never needs much memory. Events
         come last: converting scalars may raise some."""
         steps, logged = len(self.steps), len(self.logged)
-        tables = {"layers": self._layers(run_id, take(self.layers))}
+        tables = {"layers": self._layers(run_id, take(self.layers))} if self.layers else {}
         while steps or logged:
             a, b = min(steps, DRAIN_CHUNK), min(logged, DRAIN_CHUNK)
             steps, logged = steps - a, logged - b
             tables["scalars"] = self._scalars(run_id, take(self.steps, a), take(self.logged, b))
             yield {name: t for name, t in tables.items() if t.num_rows}
             tables = {}
-        tables["events"] = self._events(run_id, take(self.events))
-        yield {name: t for name, t in tables.items() if t.num_rows}
+        if self.events:
+            tables["events"] = self._events(run_id, take(self.events))
+        if tables:
+            yield {name: t for name, t in tables.items() if t.num_rows}
 
     def _scalars(self, run_id: str, steps: list[tuple[Any, ...]],
                  logged: list[tuple[int, float, tuple[Any, ...], tuple[Any, ...]]]) -> pa.Table:  # fmt: skip
@@ -122,12 +127,15 @@ class Recording:
         rows = LongRows()
         if steps:
             self.last_step = max(self.last_step, steps[-1][0])
-            s_step, s_ts, loss, grad_norm, step_s, data_s, batch_size, lrs, epoch = zip(*steps, strict=True)
-            at = np.array(s_step, dtype=np.int64), np.array(s_ts, dtype=np.float64)
+            s_step, now, last, start, loss, grad_norm, batch_size, lrs, epoch = zip(*steps, strict=True)
+            now = np.array(now, dtype=np.float64)
+            at = np.array(s_step, dtype=np.int64), now + self.wall
+            last, start = float_array(last), float_array(start)  # None: the first step, no forward seen
+            seconds = (now - last[0], last[1])
+            data_s = (start[0] - last[0], last[1] & start[1])
             # tensors become floats column by column (one stack per column)
-            batch, seconds = float_array(batch_size), float_array(step_s)
-            columns = (float_array(to_floats(loss)), float_array(to_floats(grad_norm)), seconds,
-                       float_array(data_s), batch)  # fmt: skip
+            batch = float_array(batch_size)
+            columns = (float_array(loss), float_array(grad_norm), seconds, data_s, batch)
             for key, (values, present) in zip(STEP_KEYS, columns, strict=True):
                 rows.add([key], *at, values, present)
             with np.errstate(divide="ignore", invalid="ignore"):

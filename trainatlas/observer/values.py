@@ -3,6 +3,7 @@ training thread: one host transfer per device per flush instead of one ``.item()
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -53,15 +54,45 @@ def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
 
 def float_array(values: list[Any] | tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``(floats, present)``: ``to_floats`` as a float64 array, ``present`` False where a value was
-    not a number (its float is then 0). Plain numbers skip the per-value Python loop."""
-    if set(map(type, values)) <= _PLAIN:
-        try:
-            return np.array(values, dtype=np.float64), np.ones(len(values), dtype=bool)
-        except OverflowError:  # an int beyond float64: the slow path says None for it
-            pass
-    floats = to_floats(values)
-    present = np.fromiter((f is not None for f in floats), dtype=bool, count=len(floats))
-    return np.array([0.0 if f is None else f for f in floats], dtype=np.float64), present
+    not a number (its float is then 0). Plain numbers and Nones, and a column of 0-d tensors of one
+    device and dtype (the loss, the gradient norm), skip the per-value Python loop."""
+    kinds = set(map(type, values))
+    if type(None) in kinds:
+        kinds.discard(type(None))
+        present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+        given = [v for v in values if v is not None]
+    else:
+        present, given = np.ones(len(values), dtype=bool), values
+    floats = None
+    if kinds <= _PLAIN:
+        with contextlib.suppress(OverflowError):  # an int beyond float64: the slow path says None
+            floats = np.array(given, dtype=np.float64)
+    elif len(kinds) == 1 and is_tensor(given[0]):
+        floats = _stacked(given)
+    if floats is None:
+        slow = to_floats(values)
+        present = np.fromiter((f is not None for f in slow), dtype=bool, count=len(slow))
+        return np.array([0.0 if f is None else f for f in slow], dtype=np.float64), present
+    if len(given) == len(values):
+        return floats, present
+    out = np.zeros(len(values))
+    out[present] = floats
+    return out, present
+
+
+def _stacked(tensors: list[Any]) -> np.ndarray | None:
+    """0-d tensors of one device and dtype as float64, in one stack and one host transfer; None
+    when they are not that (``to_floats`` sorts them out)."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            stacked = torch.stack(tensors)
+    except (RuntimeError, TypeError):  # shapes, devices or dtypes differ
+        return None
+    if stacked.dim() != 1 or stacked.is_complex():
+        return None
+    return stacked.to(torch.float64).cpu().numpy()
 
 
 def _float_or_none(v: Any) -> float | None:
