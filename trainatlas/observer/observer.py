@@ -39,7 +39,7 @@ from trainatlas.store.shards import (
 CARBON_EVERY_S = 15.0
 GRAD_NORM_BUDGET = 0.001  # share of step time the per-step gradient norm may take
 GRAD_NORM_MAX_GAP = 50  # ... but at least one gradient norm every this many steps
-MAX_PENDING_STEPS = 20_000  # unwritten steps (or log calls) before recording thins out
+MAX_PENDING_STEPS = 10_000  # unwritten steps (or log calls) before recording thins out
 TRIM_AFTER_ROWS = 10_000  # a flush this large means a backlog: hand its memory back to the OS
 LR_EVERY = 10  # learning rates are read every this many steps (schedules change slowly)
 HEARTBEAT_EVERY_S = 10.0  # run.json is rewritten this often (and at close); readers allow 120 s

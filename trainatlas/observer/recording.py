@@ -23,7 +23,7 @@ from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, perf_counter at step(), at the end of the previous step(), at the first forward
 # since then, loss, grad_norm, batch_size, lrs, epoch)
-DRAIN_CHUNK = 2_500
+DRAIN_CHUNK = 10_000
 STEP_KEYS = ("train/loss", "grad_norm", "time/step_s", "time/data_s", "batch_size")
 NONFINITE_FLAGS = {"train/loss": "nonfinite_loss", "grad_norm": "nonfinite_gradients"}
 LAYER_STATS = (
@@ -157,7 +157,7 @@ class Recording:
             step, ts, code, value = self._flag_nonfinite(rows, bad, step, ts, code, value)
         return cols.table(
             {"run_id": cols.repeated(run_id, len(value)), "step": cols.from_numpy(step, pa.int64()),
-             "ts": cols.from_numpy(ts, pa.float64()), "key": cols.lookup(rows.names, code),
+             "ts": cols.from_numpy(ts, pa.float64()), "key": cols.coded(rows.names, code),
              "value": cols.from_numpy(value, pa.float64())},
             arrow_schema("scalars"),
         )  # fmt: skip

@@ -72,10 +72,12 @@ class ShardWriter:
 
 
 def writer_options(schema: Any) -> dict[str, Any]:
-    """Parquet writer options for a shard of ``schema`` (see ``ShardWriter``)."""
+    """Parquet writer options for a shard of ``schema`` (see ``ShardWriter``). No Arrow schema in
+    the file: columns may arrive dictionary-encoded, and every reader should see plain strings."""
     import pyarrow as pa
 
-    return {"use_dictionary": [f.name for f in schema if pa.types.is_string(f.type)]}
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
+    return {"use_dictionary": strings, "store_schema": False}
 
 
 def list_shards(table_dir: Path) -> list[Shard]:
