@@ -4,14 +4,18 @@ the steps in between pay nothing."""
 
 from __future__ import annotations
 
+import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 MAX_LAYERS = 512
 SNAPSHOT_LIMIT_BYTES = 1 << 30  # above this the update ratio is skipped: it needs a weight copy
+_FLOAT32_EXACT = 1 << 24  # float32 counts integers exactly up to here
 _SATURATING = {"Tanh": "tanh", "Hardtanh": "tanh", "Sigmoid": "sigmoid", "Hardsigmoid": "sigmoid"}
 
 
@@ -35,25 +39,97 @@ def _tracked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return picked
 
 
-def _activation_stats(module_type: str, y: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    y = y.detach().float()
-    zero = y == 0
-    if y.ndim >= 2:
-        unit_dim = 1 if y.ndim >= 4 else y.ndim - 1  # channels of conv maps, else features
-        others = [d for d in range(y.ndim) if d != unit_dim]
-        dead = zero.permute(unit_dim, *others).reshape(y.shape[unit_dim], -1).all(dim=1)
-        dead_frac = dead.float().mean()
-    else:
-        dead_frac = None
+def _activation_sums(module_type: str, y: torch.Tensor) -> tuple[Any, ...]:
+    """``(numel, units, mean, squared deviations, zero counts, saturated count)`` of one output,
+    the last four as tensors (no host sync); ``_finish`` turns them into the stats off the
+    training thread.
+
+    Few and vectorized passes over ``y`` on one scratch tensor: the sum of the squared deviations
+    gives the unbiased std as precisely as ``y.std()``, which is several times slower on CPU;
+    comparisons write 0/1 floats, as comparisons into bool tensors and reductions of them are slow
+    on CPU too. Zero counts are per unit (``units`` of them: channels of conv maps, else features)
+    when the output has units, else one total."""
+    if y.dtype != torch.float32:
+        y = y.float()
+    n = y.numel()
+    mean = y.mean()
+    scratch = y - mean
+    squares = scratch.square_().sum()
+    torch.eq(y, 0, out=scratch)
+    units = y.shape[1 if y.ndim >= 4 else -1] if y.ndim >= 2 else 0
+    dims = ((0, *range(2, y.ndim)) if y.ndim >= 4 else tuple(range(y.ndim - 1))) if units else None
+    exact = torch.float64 if n // max(units, 1) >= _FLOAT32_EXACT else None  # dead units need exact counts
+    counts = scratch.sum(dim=dims, dtype=exact)
     kind = _SATURATING.get(module_type)
     if kind == "tanh":
-        sat = (y.abs() > 0.99).float().mean()
-    elif kind == "sigmoid":
-        sat = ((y < 0.01) | (y > 0.99)).float().mean()
+        sat = torch.abs(y, out=scratch).gt_(0.99).sum()
+    elif kind == "sigmoid":  # y < 0.01 and y > 0.99 exclude each other: their counts add up
+        sat = torch.lt(y, 0.01, out=scratch).sum() + torch.gt(y, 0.99, out=scratch).sum()
     else:
         sat = None  # only saturating activations are measured
-    std = y.std() if y.numel() > 1 else torch.zeros((), device=y.device)
-    return y.mean(), std, zero.float().mean(), dead_frac, sat
+    return n, units, mean, squares, counts, sat
+
+
+@dataclass
+class LayerSample:
+    """One sampled step as measured on the training thread: per-parameter norms and per-layer
+    activation sums, all tensors. ``stats`` combines them into the per-layer values on the
+    background thread, where a sum or a division costs no torch call on the training thread."""
+
+    layers: list[tuple[str, str, int, bool | None]]  # name, module type, param count, training
+    owners: list[int]  # layer position of each parameter
+    grad_owners: list[int]  # layer position of each gradient
+    grad_norms: list[torch.Tensor]
+    weight_norms: list[torch.Tensor]
+    before_norms: list[torch.Tensor]  # per parameter, of the weights before the step (empty: not measured)
+    update_norms: list[torch.Tensor]
+    acts: list[tuple[Any, ...] | None]  # per layer: ``_activation_sums`` or None
+
+    def tensors(self) -> list[torch.Tensor | None]:
+        """Every measured tensor, in the order ``stats`` reads their values."""
+        sums = [t for a in self.acts if a is not None for t in a[2:]]
+        return [*self.grad_norms, *self.weight_norms, *self.before_norms, *self.update_norms, *sums]
+
+    def stats(self, values: list[np.ndarray | None]) -> list[list[float | None]]:
+        """Per layer, the values of ``LAYER_STATS`` (None: not measured), from the values of
+        ``tensors()`` in the same order."""
+        n = len(self.layers)
+        sizes = (len(self.grad_norms), len(self.weight_norms), len(self.before_norms), len(self.update_norms))
+        cut = np.cumsum(sizes)
+        grad, weight, before, update = (values[a:b] for a, b in zip((0, *cut[:-1]), cut, strict=True))
+        grad_norm = _layer_norms(grad, self.grad_owners, n)
+        weight_norm = _layer_norms(weight, self.owners, n)
+        if before:
+            ratios = [None if u is None else u / (b + 1e-12)
+                      for u, b in zip(_layer_norms(update, self.owners, n), _layer_norms(before, self.owners, n),
+                                      strict=True)]  # fmt: skip
+        else:
+            ratios = [None] * n
+        sums = iter(values[cut[-1]:])
+        rows = []
+        for j, a in enumerate(self.acts):
+            acts = _finish(a, [next(sums) for _ in a[2:]]) if a is not None else [None] * 5
+            rows.append([grad_norm[j], weight_norm[j], ratios[j], *acts])
+        return rows
+
+
+def _layer_norms(norms: list[np.ndarray], owners: list[int], layers: int) -> list[float | None]:
+    """Per layer, the L2 norm of its tensors from theirs; None for a layer that has none."""
+    if not norms:
+        return [None] * layers
+    v = np.concatenate(norms)
+    total = np.sqrt(np.bincount(owners, weights=v * v, minlength=layers))
+    present = np.bincount(owners, minlength=layers) > 0
+    return [float(t) if p else None for t, p in zip(total, present, strict=True)]
+
+
+def _finish(sums: tuple[Any, ...], values: list[np.ndarray | None]) -> list[float | None]:
+    """mean, std, zero, dead and saturated shares from ``_activation_sums`` and its tensors' values."""
+    n, units = sums[0], sums[1]
+    mean, squares, counts, sat = values
+    std = math.sqrt(float(squares[0]) / (n - 1)) if n > 1 else 0.0
+    dead = float(np.mean(counts == n // units)) if units else None
+    return [float(mean[0]), std, float(counts.sum()) / n, dead, None if sat is None else float(sat[0]) / n]
 
 
 class LayerSampler:
@@ -61,23 +137,30 @@ class LayerSampler:
 
     def __init__(self, model: nn.Module) -> None:
         self.layers = _tracked_modules(model)
-        self.params = {name: [p for p in m.parameters(recurse=False)] for name, m in self.layers}
-        total = sum(p.numel() * p.element_size() for ps in self.params.values() for p in ps)
+        owned = [list(m.parameters(recurse=False)) for _, m in self.layers]
+        self._params = [p for ps in owned for p in ps]
+        self._owners = [i for i, ps in enumerate(owned) for _ in ps]
+        self._meta = [(name, type(m).__name__, sum(p.numel() for p in ps))
+                      for (name, m), ps in zip(self.layers, owned, strict=True)]  # fmt: skip
+        total = sum(p.numel() * p.element_size() for p in self._params)
         self.snapshot_updates = total <= SNAPSHOT_LIMIT_BYTES
+        self._hooks = [self._make_hook(i) for i in range(len(self.layers))]
         self._handles: list[Any] = []
-        self._acts: dict[str, tuple[bool, tuple[torch.Tensor, ...]]] = {}
-        self._before: dict[str, list[torch.Tensor]] = {}
+        self._acts: dict[int, tuple[bool, tuple[Any, ...]]] = {}
+        self._before: list[torch.Tensor] = []
+        self._before_norms: list[torch.Tensor] = []
         self.armed = False
 
     def arm(self) -> None:
         """Hook activations and copy weights for the next step."""
         self.disarm()
         self._acts = {}
-        for name, module in self.layers:
-            self._handles.append(module.register_forward_hook(self._make_hook(name)))
-        if self.snapshot_updates:
-            with torch.no_grad():
-                self._before = {n: [p.detach().clone() for p in ps] for n, ps in self.params.items()}
+        for (_, module), hook in zip(self.layers, self._hooks, strict=True):
+            self._handles.append(module.register_forward_hook(hook))
+        if self.snapshot_updates and self._params:
+            with torch.no_grad():  # one call each for all copies (x * 1 is x exactly) and their norms
+                self._before = list(torch._foreach_mul(self._params, 1.0))
+                self._before_norms = list(torch._foreach_norm(self._before))
         self.armed = True
 
     def disarm(self) -> None:
@@ -86,40 +169,41 @@ class LayerSampler:
         self._handles = []
         self.armed = False
 
-    def _make_hook(self, name: str):
+    def _make_hook(self, position: int):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if name in self._acts:  # only the first forward of the step (gradient accumulation)
+            if position in self._acts:  # only the first forward of the step (gradient accumulation)
                 return
             y = output[0] if isinstance(output, (tuple, list)) and output else output
             if isinstance(y, torch.Tensor) and y.is_floating_point() and y.numel() > 0:
                 with torch.no_grad():
-                    self._acts[name] = (module.training, _activation_stats(type(module).__name__, y))
+                    self._acts[position] = (module.training, _activation_sums(type(module).__name__, y))
 
         return hook
 
-    def collect(self) -> list[tuple[str, str, int, bool | None, list[Any]]]:
-        """Rows (layer, type, params, training, [tensor stats]) for the step just taken.
-        Values stay tensors; they are turned into floats off the training thread."""
+    def collect(self) -> LayerSample:
+        """The stats of the step just taken, as tensors: they are turned into floats off the
+        training thread. A handful of torch calls in all: each is one call for every parameter."""
         self.disarm()
-        rows = []
-        missing = None  # not measured: stored as NULL
+        params = self._params
+        grads = [p.grad for p in params]
         with torch.no_grad():
-            for name, module in self.layers:
-                ps = self.params[name]
-                grads = [p.grad for p in ps if p.grad is not None]
-                grad_norm = _norm(grads) if grads else missing
-                weight_norm = _norm([p.detach() for p in ps]) if ps else missing
-                update = missing
-                before = self._before.get(name)
-                if before and ps:
-                    diffs = [p.detach() - b for p, b in zip(ps, before, strict=False)]
-                    update = _norm(diffs) / (_norm(before) + 1e-12)
-                training, acts = self._acts.get(name, (module.training, (missing,) * 5))
-                count = sum(p.numel() for p in ps)
-                rows.append((name, type(module).__name__, count, training, [grad_norm, weight_norm, update, *acts]))
-        self._before = {}
-        self._acts = {}
-        return rows
+            present = [g for g in grads if g is not None]
+            grad_norms = list(torch._foreach_norm(present)) if present else []
+            weight_norms = list(torch._foreach_norm(params)) if params else []
+            update_norms = []
+            if self._before:
+                torch._foreach_sub_(self._before, params)  # before - after: minus the update
+                update_norms = list(torch._foreach_norm(self._before))
+        grad_owners = [o for o, g in zip(self._owners, grads, strict=True) if g is not None]
+        layers, acts = [], []
+        for position, ((name, kind, count), (_, module)) in enumerate(zip(self._meta, self.layers, strict=True)):
+            training, sums = self._acts.get(position, (module.training, None))
+            layers.append((name, kind, count, training))
+            acts.append(sums)
+        sample = LayerSample(layers, self._owners, grad_owners, grad_norms, weight_norms, self._before_norms,
+                             update_norms, acts)  # fmt: skip
+        self._before, self._before_norms, self._acts = [], [], {}
+        return sample
 
 
 def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
