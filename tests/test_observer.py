@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 import warnings
 
@@ -130,6 +131,74 @@ def test_update_ratio_is_lr_times_grad_over_weight_for_sgd(root):
         float(torch.cat([w_before.flatten(), model.bias.detach().flatten()]).norm()), rel=1e-5
     )
     assert ratio == pytest.approx(0.1 * grad_norm / weight_norm, rel=0.05)
+
+
+def assert_rows(rows: list[tuple], expected: list[tuple], rel: float = 1e-6) -> None:
+    """Rows of numbers and NULLs (None) equal to ``expected`` within ``rel``."""
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected, strict=True):
+        assert [v is None for v in row] == [v is None for v in want], (row, want)
+        assert [v for v in row if v is not None] == pytest.approx([v for v in want if v is not None], rel=rel)
+
+
+class ToDouble(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+
+def test_layer_norms_combine_their_parameters_hand_computed(root):
+    """Per-parameter norms are combined into per-layer ones: weight and bias together, a frozen
+    bias counts in the weight norm but has no gradient, a frozen layer has none at all (NULL)."""
+    model = nn.Sequential(nn.Linear(2, 1), nn.ReLU(), nn.Linear(1, 1), ToDouble(), nn.Linear(1, 1).double())
+    with torch.no_grad():
+        for layer, w, b in ((model[0], [[3.0, 4.0]], [12.0]), (model[2], [[2.0]], [1.0]), (model[4], [[1.0]], [0.0])):
+            layer.weight.copy_(torch.tensor(w)), layer.bias.copy_(torch.tensor(b))
+    model[2].bias.requires_grad_(False)
+    model[4].requires_grad_(False)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.25)
+    with observer(root) as obs:
+        obs.watch(model, opt)
+        loss = model(torch.tensor([[1.0, 1.0]])).sum()  # 2 * (3 + 4 + 12) + 1 = 39
+        loss.backward()  # grads: layer 0 (2, 2 | 2), layer 2 (19 | frozen)
+        opt.step()
+        obs.step(loss=loss)
+    rows = trainatlas.open_catalog(root).execute(
+        "SELECT position, grad_norm, weight_norm, update_ratio, act_mean, act_std FROM layers ORDER BY position"
+    ).fetchall()
+    expected = [
+        (0, math.sqrt(12), math.sqrt(2.5**2 + 3.5**2 + 11.5**2), 0.25 * math.sqrt(12) / 13, 19.0, 0.0),
+        (1, None, None, None, 19.0, 0.0),  # no parameters
+        (2, 19.0, math.sqrt(2.75**2 + 1), 0.25 * 19 / math.sqrt(5), 39.0, 0.0),  # w 2 - 0.25 * 19
+        (3, None, None, None, 39.0, 0.0),
+        (4, None, 1.0, 0.0, 39.0, 0.0),  # frozen
+    ]
+    assert_rows(rows, expected)
+
+
+def test_activation_shares_hand_computed_and_only_the_first_forward_counts(root):
+    """Zero, dead and saturated shares of conv maps (a unit is a channel) and of features."""
+    conv = nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(2).reshape(2, 2, 1, 1))  # the identity
+    model = nn.Sequential(conv, nn.Flatten(), nn.Hardtanh())
+    x = torch.tensor([[[[0.0, 1.0]], [[0.0, 0.0]]], [[[0.0, 2.0]], [[0.0, 0.0]]]])  # channel 1 is all 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with observer(root) as obs:
+        obs.watch(model, opt)
+        model(x).sum().backward()
+        model(torch.randn(2, 2, 1, 2)).sum().backward()  # gradient accumulation: not measured
+        opt.step()
+        obs.step()
+    rows = trainatlas.open_catalog(root).execute(
+        "SELECT act_mean, act_std, act_zero_frac, act_dead_frac, act_sat_frac FROM layers ORDER BY position"
+    ).fetchall()
+    values = [0, 1, 0, 0, 0, 2, 0, 0]
+    clipped = [min(v, 1) for v in values]
+    assert_rows(rows, [
+        (3 / 8, statistics.stdev(values), 6 / 8, 1 / 2, None),  # channel 1 is dead
+        (3 / 8, statistics.stdev(values), 6 / 8, 3 / 4, None),  # features 0, 2 and 3 are dead
+        (2 / 8, statistics.stdev(clipped), 6 / 8, 3 / 4, 2 / 8),  # only Hardtanh saturates
+    ])  # fmt: skip
 
 
 def test_dead_relu_and_saturated_tanh_are_measured(root):
