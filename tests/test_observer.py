@@ -175,6 +175,17 @@ def test_layer_norms_combine_their_parameters_hand_computed(root):
     assert_rows(rows, expected)
 
 
+def test_weights_too_large_to_copy_have_no_update_ratio(root, monkeypatch):
+    from trainatlas.observer import layers
+
+    monkeypatch.setattr(layers, "SNAPSHOT_LIMIT_BYTES", 0)
+    with observer(root, sample_every=5) as obs:
+        train(obs, steps=5)
+    con = trainatlas.open_catalog(root)
+    rows = con.execute("SELECT count(*), count(update_ratio), count(weight_norm) FROM layers WHERE step = 5").fetchone()
+    assert rows == (5, 0, 3)  # 3 Linear layers: weight norms, but no update ratio
+
+
 def test_activation_shares_hand_computed_and_only_the_first_forward_counts(root):
     """Zero, dead and saturated shares of conv maps (a unit is a channel) and of features."""
     conv = nn.Conv2d(2, 2, 1, bias=False)
