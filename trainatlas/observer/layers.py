@@ -56,8 +56,11 @@ def _activation_sums(module_type: str, y: torch.Tensor) -> tuple[Any, ...]:
     scratch = y - mean
     squares = scratch.square_().sum()
     torch.eq(y, 0, out=scratch)
-    units = y.shape[1 if y.ndim >= 4 else -1] if y.ndim >= 2 else 0
-    dims = ((0, *range(2, y.ndim)) if y.ndim >= 4 else tuple(range(y.ndim - 1))) if units else None
+    if y.ndim >= 2:
+        unit_dim = 1 if y.ndim >= 4 else y.ndim - 1  # channels of conv maps, else features
+        units, dims = y.shape[unit_dim], tuple(d for d in range(y.ndim) if d != unit_dim)
+    else:
+        units, dims = 0, None
     exact = torch.float64 if n // max(units, 1) >= _FLOAT32_EXACT else None  # dead units need exact counts
     counts = scratch.sum(dim=dims, dtype=exact)
     kind = _SATURATING.get(module_type)
@@ -93,23 +96,20 @@ class LayerSample:
     def stats(self, values: list[np.ndarray | None]) -> list[list[float | None]]:
         """Per layer, the values of ``LAYER_STATS`` (None: not measured), from the values of
         ``tensors()`` in the same order."""
-        n = len(self.layers)
-        sizes = (len(self.grad_norms), len(self.weight_norms), len(self.before_norms), len(self.update_norms))
-        cut = np.cumsum(sizes)
-        grad, weight, before, update = (values[a:b] for a, b in zip((0, *cut[:-1]), cut, strict=True))
-        grad_norm = _layer_norms(grad, self.grad_owners, n)
-        weight_norm = _layer_norms(weight, self.owners, n)
-        if before:
-            ratios = [None if u is None else u / (b + 1e-12)
-                      for u, b in zip(_layer_norms(update, self.owners, n), _layer_norms(before, self.owners, n),
-                                      strict=True)]  # fmt: skip
-        else:
-            ratios = [None] * n
-        sums = iter(values[cut[-1]:])
+        n, rest = len(self.layers), iter(values)
+
+        def take(count: int) -> list[np.ndarray | None]:
+            return [next(rest) for _ in range(count)]
+
+        grad = _layer_norms(take(len(self.grad_norms)), self.grad_owners, n)
+        weight = _layer_norms(take(len(self.weight_norms)), self.owners, n)
+        before = _layer_norms(take(len(self.before_norms)), self.owners, n)
+        update = _layer_norms(take(len(self.update_norms)), self.owners, n)
         rows = []
-        for j, a in enumerate(self.acts):
-            acts = _finish(a, [next(sums) for _ in a[2:]]) if a is not None else [None] * 5
-            rows.append([grad_norm[j], weight_norm[j], ratios[j], *acts])
+        for j, sums in enumerate(self.acts):
+            ratio = None if update[j] is None else update[j] / (before[j] + 1e-12)
+            acts = _finish(sums, take(len(sums) - 2)) if sums is not None else [None] * 5
+            rows.append([grad[j], weight[j], ratio, *acts])
         return rows
 
 
