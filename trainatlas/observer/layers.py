@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -39,16 +40,22 @@ def _tracked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return picked
 
 
-def _activation_sums(module_type: str, y: torch.Tensor) -> tuple[Any, ...]:
-    """``(numel, units, mean, squared deviations, zero counts, saturated count)`` of one output,
-    the last four as tensors (no host sync); ``_finish`` turns them into the stats off the
-    training thread.
+class _Sums(NamedTuple):
+    """What the training thread measures of one output; ``LayerSample.stats`` derives the stats."""
 
-    Few and vectorized passes over ``y`` on one scratch tensor: the sum of the squared deviations
-    gives the unbiased std as precisely as ``y.std()``, which is several times slower on CPU;
-    comparisons write 0/1 floats, as comparisons into bool tensors and reductions of them are slow
-    on CPU too. Zero counts are per unit (``units`` of them: channels of conv maps, else features)
-    when the output has units, else one total."""
+    numel: int
+    units: int  # channels of conv maps, else features; 0: no units (a 0-d or 1-d output)
+    mean: torch.Tensor
+    squares: torch.Tensor  # the sum of the squared deviations from the mean
+    zeros: torch.Tensor  # per unit when there are units, else the total
+    saturated: torch.Tensor | None  # count; None: not a saturating activation
+
+
+def _activation_sums(module_type: str, y: torch.Tensor) -> _Sums:
+    """The sums of one output as tensors (no host sync), in few vectorized passes over ``y`` and
+    one scratch tensor: the squared deviations give the unbiased std as precisely as ``y.std()``,
+    which is several times slower on CPU; comparisons write 0/1 floats, as comparisons into bool
+    tensors and reductions of them are slow on CPU too."""
     if y.dtype != torch.float32:
         y = y.float()
     n = y.numel()
@@ -62,7 +69,7 @@ def _activation_sums(module_type: str, y: torch.Tensor) -> tuple[Any, ...]:
     else:
         units, dims = 0, None
     exact = torch.float64 if n // max(units, 1) >= _FLOAT32_EXACT else None  # dead units need exact counts
-    counts = scratch.sum(dim=dims, dtype=exact)
+    zeros = scratch.sum(dim=dims, dtype=exact)
     kind = _SATURATING.get(module_type)
     if kind == "tanh":
         sat = torch.abs(y, out=scratch).gt_(0.99).sum()
@@ -70,13 +77,13 @@ def _activation_sums(module_type: str, y: torch.Tensor) -> tuple[Any, ...]:
         sat = torch.lt(y, 0.01, out=scratch).sum() + torch.gt(y, 0.99, out=scratch).sum()
     else:
         sat = None  # only saturating activations are measured
-    return n, units, mean, squares, counts, sat
+    return _Sums(n, units, mean, squares, zeros, sat)
 
 
 @dataclass
 class LayerSample:
     """One sampled step as measured on the training thread: per-parameter norms and per-layer
-    activation sums, all tensors. ``stats`` combines them into the per-layer values on the
+    activation sums, all tensors. ``layer_stats`` combines them into the per-layer values on the
     background thread, where a sum or a division costs no torch call on the training thread."""
 
     layers: list[tuple[str, str, int, bool | None]]  # name, module type, param count, training
@@ -86,50 +93,83 @@ class LayerSample:
     weight_norms: list[torch.Tensor]
     before_norms: list[torch.Tensor]  # per parameter, of the weights before the step (empty: not measured)
     update_norms: list[torch.Tensor]
-    acts: list[tuple[Any, ...] | None]  # per layer: ``_activation_sums`` or None
+    acts: list[_Sums | None]  # per layer; None: no floating-point output seen
 
-    def tensors(self) -> list[torch.Tensor | None]:
-        """Every measured tensor, in the order ``stats`` reads their values."""
-        sums = [t for a in self.acts if a is not None for t in a[2:]]
-        return [*self.grad_norms, *self.weight_norms, *self.before_norms, *self.update_norms, *sums]
+    def scalars(self) -> list[torch.Tensor]:
+        """The 0-d tensors, in the order ``stats`` reads their values."""
+        out = [*self.grad_norms, *self.weight_norms, *self.before_norms, *self.update_norms]
+        for a in self.acts:
+            if a is not None:
+                out += (a.mean, a.squares) if a.units else (a.mean, a.squares, a.zeros)
+                if a.saturated is not None:
+                    out.append(a.saturated)
+        return out
 
-    def stats(self, values: list[np.ndarray | None]) -> list[list[float | None]]:
+    def unit_zeros(self) -> list[_Sums]:
+        """The sums whose zero counts are per unit, in the order ``stats`` reads them."""
+        return [a for a in self.acts if a is not None and a.units]
+
+    def stats(self, floats: Iterator[float], unit_zeros: Iterator[tuple[float, int]]) -> list[list[float | None]]:
         """Per layer, the values of ``LAYER_STATS`` (None: not measured), from the values of
-        ``tensors()`` in the same order."""
-        n, rest = len(self.layers), iter(values)
-
-        def take(count: int) -> list[np.ndarray | None]:
-            return [next(rest) for _ in range(count)]
-
-        grad = _layer_norms(take(len(self.grad_norms)), self.grad_owners, n)
-        weight = _layer_norms(take(len(self.weight_norms)), self.owners, n)
-        before = _layer_norms(take(len(self.before_norms)), self.owners, n)
-        update = _layer_norms(take(len(self.update_norms)), self.owners, n)
+        ``scalars()`` and the (zeros, dead units) of ``unit_zeros()``, read in order."""
+        n = len(self.layers)
+        grad = _layer_norms([next(floats) for _ in self.grad_norms], self.grad_owners, n)
+        weight = _layer_norms([next(floats) for _ in self.weight_norms], self.owners, n)
+        before = _layer_norms([next(floats) for _ in self.before_norms], self.owners, n)
+        update = _layer_norms([next(floats) for _ in self.update_norms], self.owners, n)
         rows = []
-        for j, sums in enumerate(self.acts):
+        for j, a in enumerate(self.acts):
             ratio = None if update[j] is None else update[j] / (before[j] + 1e-12)
-            acts = _finish(sums, take(len(sums) - 2)) if sums is not None else [None] * 5
-            rows.append([grad[j], weight[j], ratio, *acts])
+            if a is None:
+                rows.append([grad[j], weight[j], ratio, None, None, None, None, None])
+                continue
+            mean, squares = next(floats), next(floats)
+            zeros, dead = next(unit_zeros) if a.units else (next(floats), None)
+            std = math.sqrt(squares / (a.numel - 1)) if a.numel > 1 else 0.0
+            rows.append([grad[j], weight[j], ratio, mean, std, zeros / a.numel,
+                         None if dead is None else dead / a.units,
+                         None if a.saturated is None else next(floats) / a.numel])  # fmt: skip
         return rows
 
 
-def _layer_norms(norms: list[np.ndarray], owners: list[int], layers: int) -> list[float | None]:
-    """Per layer, the L2 norm of its tensors from theirs; None for a layer that has none."""
+def layer_stats(samples: list[LayerSample]) -> list[list[list[float | None]]]:
+    """Per sample and layer, the values of ``LAYER_STATS``. Runs on the background thread: the
+    tensors of all samples reach the host in two transfers, one of the 0-d tensors and one of the
+    per-unit zero counts, and the counts are reduced in a few numpy calls."""
+    scalars = [t for s in samples for t in s.scalars()]
+    floats = _on_host(scalars, torch.stack).tolist() if scalars else []
+    sums = [a for s in samples for a in s.unit_zeros()]
+    unit_zeros: list[tuple[float, int]] = []
+    if sums:
+        counts = _on_host([a.zeros for a in sums], torch.cat)
+        units = [a.units for a in sums]
+        starts = np.cumsum([0, *units[:-1]])
+        dead = counts == np.repeat([a.numel // a.units for a in sums], units)  # zero in every element
+        unit_zeros = list(zip(np.add.reduceat(counts, starts).tolist(),
+                              np.add.reduceat(dead, starts, dtype=np.int64).tolist(), strict=True))  # fmt: skip
+    floats_in, zeros_in = iter(floats), iter(unit_zeros)
+    return [s.stats(floats_in, zeros_in) for s in samples]
+
+
+def _on_host(tensors: list[torch.Tensor], join: Callable[[list[torch.Tensor]], torch.Tensor]) -> np.ndarray:
+    """``join(tensors)`` (``torch.stack`` or ``torch.cat``; mixed dtypes are promoted, exactly)
+    as a float64 array, in one host transfer when the tensors share a device."""
+    try:
+        joined = join(tensors)
+    except RuntimeError:  # tensors on several devices
+        joined = join([t.cpu() for t in tensors])
+    return joined.double().cpu().numpy()
+
+
+def _layer_norms(norms: list[float], owners: list[int], layers: int) -> list[float | None]:
+    """Per layer, the L2 norm of its tensors from theirs; None for a layer that has none, and
+    for every layer when ``norms`` is empty (not measured)."""
+    squares: list[float | None] = [None] * layers
     if not norms:
-        return [None] * layers
-    v = np.concatenate(norms)
-    total = np.sqrt(np.bincount(owners, weights=v * v, minlength=layers))
-    present = np.bincount(owners, minlength=layers) > 0
-    return [float(t) if p else None for t, p in zip(total, present, strict=True)]
-
-
-def _finish(sums: tuple[Any, ...], values: list[np.ndarray | None]) -> list[float | None]:
-    """mean, std, zero, dead and saturated shares from ``_activation_sums`` and its tensors' values."""
-    n, units = sums[0], sums[1]
-    mean, squares, counts, sat = values
-    std = math.sqrt(float(squares[0]) / (n - 1)) if n > 1 else 0.0
-    dead = float(np.mean(counts == n // units)) if units else None
-    return [float(mean[0]), std, float(counts.sum()) / n, dead, None if sat is None else float(sat[0]) / n]
+        return squares
+    for owner, norm in zip(owners, norms, strict=True):
+        squares[owner] = (squares[owner] or 0.0) + norm * norm
+    return [None if s is None else math.sqrt(s) for s in squares]
 
 
 class LayerSampler:
@@ -146,7 +186,7 @@ class LayerSampler:
         self.snapshot_updates = total <= SNAPSHOT_LIMIT_BYTES
         self._hooks = [self._make_hook(i) for i in range(len(self.layers))]
         self._handles: list[Any] = []
-        self._acts: dict[int, tuple[bool, tuple[Any, ...]]] = {}
+        self._acts: dict[int, tuple[bool, _Sums]] = {}
         self._before: list[torch.Tensor] = []
         self._before_norms: list[torch.Tensor] = []
         self.armed = False

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from trainatlas.observer import columns as cols
-from trainatlas.observer.values import float_array, to_arrays, to_floats
+from trainatlas.observer.values import float_array, to_floats
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, perf_counter at step(), at the end of the previous step(), at the first forward
@@ -184,19 +184,17 @@ class Recording:
         return tuple(np.concatenate(pair) for pair in zip(columns, extra, strict=True))
 
     def _layers(self, run_id: str, sampled: list[tuple[int, float, Any]]) -> pa.Table:
-        """``sampled``: (step, ts, ``LayerSample``); their tensors are moved to the host together."""
+        """``sampled``: (step, ts, ``LayerSample``)."""
         meta = []
         values: list[float | None] = []
-        tensors = [s.tensors() for _, _, s in sampled]
-        arrays = to_arrays([t for ts in tensors for t in ts])
-        start = 0
-        for (step, _ts, sample), ts in zip(sampled, tensors, strict=True):
-            rows = sample.stats(arrays[start:start + len(ts)])
-            start += len(ts)
-            for position, ((layer, module_type, count, training), stats) in enumerate(
-                    zip(sample.layers, rows, strict=True)):  # fmt: skip
-                meta.append((step, layer, module_type, count, training, position))
-                values.extend(stats)  # None: NULL = not measured
+        if sampled:
+            from trainatlas.observer.layers import layer_stats  # samples exist only when torch does
+
+            for (step, _ts, sample), rows in zip(sampled, layer_stats([s for _, _, s in sampled]), strict=True):
+                for position, ((layer, module_type, count, training), stats) in enumerate(
+                        zip(sample.layers, rows, strict=True)):  # fmt: skip
+                    meta.append((step, layer, module_type, count, training, position))
+                    values.extend(stats)  # None: NULL = not measured
         n = len(LAYER_STATS)
         columns: dict[str, pa.Array] = {
             "run_id": cols.repeated(run_id, len(meta)),
