@@ -52,27 +52,6 @@ def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
     return out
 
 
-def to_arrays(tensors: list[Any]) -> list[np.ndarray | None]:
-    """float64 arrays of tensors of at most one dimension (None stays None). The tensors of one
-    device and dtype are joined and moved to the host in one call."""
-    out: list[np.ndarray | None] = [None] * len(tensors)
-    groups: dict[Any, list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t is not None:
-            groups.setdefault((t.device, t.dtype), []).append(i)
-    if groups:
-        import torch
-
-        with torch.no_grad():
-            for idx in groups.values():
-                parts = torch.atleast_1d([tensors[i] for i in idx])
-                flat = torch.cat(parts).double().cpu().numpy()
-                ends = np.cumsum([p.numel() for p in parts])
-                for i, start, end in zip(idx, [0, *ends[:-1]], ends, strict=True):
-                    out[i] = flat[start:end]
-    return out
-
-
 def float_array(values: list[Any] | tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``(floats, present)``: ``to_floats`` as a float64 array, ``present`` False where a value was
     not a number (its float is then 0). Plain numbers and Nones, and a column of 0-d tensors of one
