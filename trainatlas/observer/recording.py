@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from trainatlas.observer import columns as cols
-from trainatlas.observer.values import float_array, to_floats
+from trainatlas.observer.values import float_array
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, perf_counter at step(), at the end of the previous step(), at the first forward
