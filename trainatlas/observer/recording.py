@@ -187,14 +187,13 @@ class Recording:
         """``sampled``: (step, ts, ``LayerSample``)."""
         meta = []
         values: list[float | None] = []
-        if sampled:
-            from trainatlas.observer.layers import layer_stats  # samples exist only when torch does
+        from trainatlas.observer.layers import layer_stats  # imports torch: layer samples exist only with it
 
-            for (step, _ts, sample), rows in zip(sampled, layer_stats([s for _, _, s in sampled]), strict=True):
-                for position, ((layer, module_type, count, training), stats) in enumerate(
-                        zip(sample.layers, rows, strict=True)):  # fmt: skip
-                    meta.append((step, layer, module_type, count, training, position))
-                    values.extend(stats)  # None: NULL = not measured
+        for (step, _ts, sample), rows in zip(sampled, layer_stats([s for _, _, s in sampled]), strict=True):
+            for position, ((layer, module_type, count, training), stats) in enumerate(
+                    zip(sample.layers, rows, strict=True)):  # fmt: skip
+                meta.append((step, layer, module_type, count, training, position))
+                values.extend(stats)  # None: NULL = not measured
         n = len(LAYER_STATS)
         columns: dict[str, pa.Array] = {
             "run_id": cols.repeated(run_id, len(meta)),
