@@ -158,7 +158,7 @@ def _on_host(tensors: list[torch.Tensor], join: Callable[[list[torch.Tensor]], t
         joined = join(tensors)
     except RuntimeError:  # tensors on several devices
         joined = join([t.cpu() for t in tensors])
-    return joined.double().cpu().numpy()
+    return joined.cpu().double().numpy()  # converted on the host: MPS has no float64
 
 
 def _layer_norms(norms: list[float], owners: list[int], layers: int) -> list[float | None]:
