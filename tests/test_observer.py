@@ -521,3 +521,14 @@ def test_logged_values_become_floats_column_by_column():
     assert values[present].tolist() == [1.0, 3.0, 1.0, 0.5]
     values, present = float_array([None, None])
     assert len(values) == 2 and not present.any()
+
+
+def test_global_gradient_norms_are_combined_from_per_parameter_norms():
+    from trainatlas.observer.values import norm_column
+
+    t = torch.tensor
+    column = [[t(3.0), t(4.0, dtype=torch.float64)], None, [t(float("inf")), t(1.0)], [t(float("nan"))], [t(2.0)]]
+    norms, present = norm_column(column)
+    assert present.tolist() == [True, False, True, True, True]
+    assert norms[0] == 5.0 and math.isinf(norms[2]) and math.isnan(norms[3]) and norms[4] == 2.0
+    assert norm_column([None, None])[1].tolist() == [False, False]

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+
+from trainatlas.observer.values import on_host
 
 MAX_LAYERS = 512
 SNAPSHOT_LIMIT_BYTES = 1 << 30  # above this the update ratio is skipped: it needs a weight copy
@@ -137,11 +139,11 @@ def layer_stats(samples: list[LayerSample]) -> list[list[list[float | None]]]:
     tensors of all samples reach the host in two transfers, one of the 0-d tensors and one of the
     per-unit zero counts, and the counts are reduced in a few numpy calls."""
     scalars = [t for s in samples for t in s.scalars()]
-    floats = _on_host(scalars, torch.stack).tolist() if scalars else []
+    floats = on_host(scalars, torch.stack).tolist() if scalars else []
     sums = [a for s in samples for a in s.unit_zeros()]
     unit_zeros: list[tuple[float, int]] = []
     if sums:
-        counts = _on_host([a.zeros for a in sums], torch.cat)
+        counts = on_host([a.zeros for a in sums], torch.cat)
         units = [a.units for a in sums]
         starts = np.cumsum([0, *units[:-1]])
         dead = counts == np.repeat([a.numel // a.units for a in sums], units)  # zero in every element
@@ -149,16 +151,6 @@ def layer_stats(samples: list[LayerSample]) -> list[list[list[float | None]]]:
                               np.add.reduceat(dead, starts, dtype=np.int64).tolist(), strict=True))  # fmt: skip
     floats_in, zeros_in = iter(floats), iter(unit_zeros)
     return [s.stats(floats_in, zeros_in) for s in samples]
-
-
-def _on_host(tensors: list[torch.Tensor], join: Callable[[list[torch.Tensor]], torch.Tensor]) -> np.ndarray:
-    """``join(tensors)`` (``torch.stack`` or ``torch.cat``; mixed dtypes are promoted, exactly)
-    as a float64 array, in one host transfer when the tensors share a device."""
-    try:
-        joined = join(tensors)
-    except RuntimeError:  # tensors on several devices
-        joined = join([t.cpu() for t in tensors])
-    return joined.cpu().double().numpy()  # converted on the host: MPS has no float64
 
 
 def _layer_norms(norms: list[float], owners: list[int], layers: int) -> list[float | None]:
@@ -245,18 +237,12 @@ class LayerSampler:
         return sample
 
 
-def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
-    norms = torch._foreach_norm(tensors)
-    first = norms[0]
-    if any(n.device != first.device or n.dtype != first.dtype for n in norms):
-        norms = [n.float().to(first.device) for n in norms]
-    return torch.linalg.vector_norm(torch.stack(norms))
-
-
-def global_grad_norm(params: list[torch.Tensor]) -> torch.Tensor | None:
-    """The global L2 gradient norm as a tensor (no host sync)."""
+def grad_norms(params: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """The gradient norm of each parameter, in one fused call and without a host sync; the global
+    norm (their L2 norm) is combined in the background (``values.norm_column``): on the training
+    thread that would be two more torch calls, as costly as the norms themselves on a cold cache."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return None
     with torch.no_grad():
-        return _norm(grads)
+        return torch._foreach_norm(grads)

@@ -140,11 +140,11 @@ class Observer:
             return
         try:
             from trainatlas.observer.environment import model_summary, optimizer_summary
-            from trainatlas.observer.layers import LayerSampler, global_grad_norm
+            from trainatlas.observer.layers import LayerSampler, grad_norms
 
             self._model, self._optimizer = model, optimizer
             self._params = [p for p in model.parameters() if p.requires_grad]
-            self._global_grad_norm = global_grad_norm
+            self._grad_norms = grad_norms
             self._hooks.append(model.register_forward_pre_hook(self._on_forward))
             with self._lock:
                 self._info["model"] = model_summary(model, optimizer)
@@ -273,7 +273,7 @@ class Observer:
         as often as keeps its measured cost under ``GRAD_NORM_BUDGET`` of the step time (at least
         every ``GRAD_NORM_MAX_GAP`` steps). Skipped steps cost one integer comparison."""
         start = time.perf_counter()
-        norm = self._global_grad_norm(self._params)
+        norms = self._grad_norms(self._params)
         cost = time.perf_counter() - start
         if self._grad_norm_every is not None:
             interval = self._grad_norm_every
@@ -283,7 +283,7 @@ class Observer:
             step_s = max(now - last, 1e-9)
             interval = min(GRAD_NORM_MAX_GAP, max(1, math.ceil(cost / (GRAD_NORM_BUDGET * step_s))))
         self._next_grad_norm = step + interval
-        return norm
+        return norms
 
     def _sample_layers(self, step: int) -> None:
         """Collect the sampled step's layer stats, arm the hooks before the next sampled step

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from trainatlas.observer import columns as cols
-from trainatlas.observer.values import float_array
+from trainatlas.observer.values import float_array, norm_column
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, perf_counter at step(), at the end of the previous step(), at the first forward
@@ -135,7 +135,7 @@ class Recording:
             data_s = (start[0] - last[0], last[1] & start[1])
             # tensors become floats column by column (one stack per column)
             batch = float_array(batch_size)
-            columns = (float_array(loss), float_array(grad_norm), seconds, data_s, batch)
+            columns = (float_array(loss), norm_column(grad_norm), seconds, data_s, batch)
             for key, (values, present) in zip(STEP_KEYS, columns, strict=True):
                 rows.add([key], *at, values, present)
             with np.errstate(divide="ignore", invalid="ignore"):

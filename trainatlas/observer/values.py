@@ -4,6 +4,7 @@ training thread: one host transfer per device per flush instead of one ``.item()
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,31 @@ def float_array(values: list[Any] | tuple[Any, ...]) -> tuple[np.ndarray, np.nda
     out = np.zeros(len(values))
     out[present] = floats
     return out, present
+
+
+def norm_column(values: list[Any] | tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(norms, present)`` for a column of per-tensor norm lists (``None``: not computed): the L2
+    norm of each list, combined in float64 after one host transfer for the whole column."""
+    present = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
+    out = np.zeros(len(values))
+    lists = [v for v in values if v is not None]
+    if lists:
+        import torch
+
+        norms = on_host([t for v in lists for t in v], torch.stack)
+        starts = np.cumsum([0, *map(len, lists[:-1])])
+        out[present] = np.sqrt(np.add.reduceat(norms * norms, starts))
+    return out, present
+
+
+def on_host(tensors: list[Any], join: Callable[[list[Any]], Any]) -> np.ndarray:
+    """``join(tensors)`` (``torch.stack`` or ``torch.cat``; mixed dtypes are promoted, exactly)
+    as a float64 array, in one host transfer when the tensors share a device."""
+    try:
+        joined = join(tensors)
+    except RuntimeError:  # tensors on several devices
+        joined = join([t.cpu() for t in tensors])
+    return joined.cpu().double().numpy()  # converted on the host: MPS has no float64
 
 
 def _stacked(tensors: list[Any]) -> np.ndarray | None:
