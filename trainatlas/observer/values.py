@@ -118,7 +118,7 @@ def _stacked(tensors: list[Any]) -> np.ndarray | None:
         return None
     if stacked.dim() != 1 or stacked.is_complex():
         return None
-    return stacked.to(torch.float64).cpu().numpy()
+    return stacked.cpu().double().numpy()  # converted on the host: MPS has no float64
 
 
 def _float_or_none(v: Any) -> float | None:
