@@ -521,6 +521,10 @@ def test_logged_values_become_floats_column_by_column():
     assert values[present].tolist() == [1.0, 3.0, 1.0, 0.5]
     values, present = float_array([None, None])
     assert len(values) == 2 and not present.any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a complex value is not a number to plot, and no reason to warn
+        values, present = float_array([t(1 + 2j), t(2.0)])
+    assert present.tolist() == [False, True] and values[1] == 2.0
 
 
 def test_global_gradient_norms_are_combined_from_per_parameter_norms():

@@ -37,6 +37,8 @@ def to_floats(values: list[Any] | tuple[Any, ...]) -> list[float | None]:
         if kind is float:
             out[i] = v
         elif kind in tensor_kinds:
+            if v.is_complex():  # not a number we can plot: None, like a string
+                continue
             # 0-d tensors of one device and dtype (losses, norms) stack in one call, no op per tensor
             groups.setdefault((v.device, v.dtype) if v.dim() == 0 else (v.device, None), []).append(i)
         elif v is not None:
@@ -107,18 +109,21 @@ def on_host(tensors: list[Any], join: Callable[[list[Any]], Any]) -> np.ndarray:
 
 
 def _stacked(tensors: list[Any]) -> np.ndarray | None:
-    """0-d tensors of one device and dtype as float64, in one stack and one host transfer; None
-    when they are not that (``to_floats`` sorts them out)."""
+    """0-d real tensors as float64, in one stack and one host transfer (``on_host``); None when
+    they do not make one real vector (``to_floats`` then sorts them out value by value)."""
     import torch
+
+    def real_vector(ts: list[Any]) -> Any:
+        joined = torch.stack(ts)
+        if joined.dim() != 1 or joined.is_complex():
+            raise TypeError("not a column of real 0-d tensors")
+        return joined
 
     try:
         with torch.no_grad():
-            stacked = torch.stack(tensors)
-    except (RuntimeError, TypeError):  # shapes, devices or dtypes differ
+            return on_host(tensors, real_vector)
+    except (RuntimeError, TypeError):  # shapes differ, or not real numbers
         return None
-    if stacked.dim() != 1 or stacked.is_complex():
-        return None
-    return stacked.cpu().double().numpy()  # converted on the host: MPS has no float64
 
 
 def _float_or_none(v: Any) -> float | None:
