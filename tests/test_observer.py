@@ -536,3 +536,25 @@ def test_global_gradient_norms_are_combined_from_per_parameter_norms():
     assert present.tolist() == [True, False, True, True, True]
     assert norms[0] == 5.0 and math.isinf(norms[2]) and math.isnan(norms[3]) and norms[4] == 2.0
     assert norm_column([None, None])[1].tolist() == [False, False]
+
+
+def test_flushes_from_several_threads_lose_nothing(root):
+    """A flush from another thread (a test, a signal handler) while the background thread flushes:
+    both would pick the same shard number; one waits for the other."""
+    import threading
+
+    obs = observer(root, flush_every_s=0.001)
+    flushers = [threading.Thread(target=lambda: [obs._flush() for _ in range(100)]) for _ in range(2)]
+    for thread in flushers:
+        thread.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the writer channel must not switch itself off
+        for step in range(2000):
+            obs.step(loss=float(step))
+            obs.log({f"metric/{j}": step * 1.0 for j in range(20)})
+            if step % 20 == 0:
+                time.sleep(0.001)
+        for thread in flushers:
+            thread.join()
+        obs.close()
+    assert len(scalar_series(root, obs.run_id, "train/loss")) == 2000

@@ -356,22 +356,24 @@ class Observer:
             self._rec.logged.append((self.global_step, time.time(), tuple(values), tuple(values.values())))
 
     def _flush(self) -> None:
-        """Write one shard per table with what was recorded, and beat the heartbeat."""
-        if "writer" not in self._channels:
-            self._rec.clear()
-            return
-        try:
-            drained = self._write_pending()
-            # trimming walks the whole heap (torch's too): worth it only after a backlog was converted
-            _release_arrow_memory(trim=drained >= TRIM_AFTER_ROWS)
-            if time.monotonic() >= self._next_heartbeat:
-                self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
-                self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
-                self._info["channels_off"] = self._channels.failures
-                self._write_info()
-        except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training
-            self._channels.disable("writer", exc)
-            self._rec.clear()
+        """Write one shard per table with what was recorded, and beat the heartbeat. One flush at a
+        time (two would pick the same shard number): the lock is re-entrant, callers may hold it."""
+        with self._lock:
+            if "writer" not in self._channels:
+                self._rec.clear()
+                return
+            try:
+                drained = self._write_pending()
+                # trimming walks the whole heap (torch's too): worth it only after a backlog was converted
+                _release_arrow_memory(trim=drained >= TRIM_AFTER_ROWS)
+                if time.monotonic() >= self._next_heartbeat:
+                    self._next_heartbeat = time.monotonic() + HEARTBEAT_EVERY_S
+                    self._info.update(heartbeat_at=utcnow_iso(), steps=self._rec.last_step)
+                    self._info["channels_off"] = self._channels.failures
+                    self._write_info()
+            except Exception as exc:  # noqa: BLE001 - a full disk must not stop the training
+                self._channels.disable("writer", exc)
+                self._rec.clear()
 
     def _write_pending(self) -> int:
         """Everything recorded until now as one new shard per table, converted a chunk at a time;
