@@ -50,22 +50,20 @@ class ScalarWriter:
         n = len(self._steps)
         if not n:
             return
+        import numpy as np
         import pyarrow as pa
 
+        from trainatlas.observer import columns as cols
+
         self.dir.mkdir(parents=True, exist_ok=True)
-        names = pa.array(list(self._codes), pa.string())
-        table = pa.table(
-            {
-                "run_id": pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), [self.run_id]).cast(
-                    pa.string()
-                ),
-                "step": pa.array(self._steps, pa.int64()),
-                "ts": pa.array(self._stamps, pa.float64()),
-                "key": pa.DictionaryArray.from_arrays(pa.array(self._keys, pa.int32()), names).cast(pa.string()),
-                "value": pa.array(self._values, pa.float64()),
-            },
-            schema=arrow_schema("scalars"),
-        )
+        columns = {
+            "run_id": cols.repeated(self.run_id, n),  # dictionary-encoded, as the Observer writes them
+            "step": pa.array(self._steps, pa.int64()),
+            "ts": pa.array(self._stamps, pa.float64()),
+            "key": cols.coded(list(self._codes), np.asarray(self._keys, dtype=np.int32)),
+            "value": pa.array(self._values, pa.float64()),
+        }
+        table = cols.table(columns, arrow_schema("scalars"))
         write_shard_atomic(table, shard_path(self.dir, next_index(self.dir)))
         self.rows += n
         self._steps, self._stamps, self._keys, self._values = [], [], [], []
