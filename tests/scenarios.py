@@ -59,10 +59,12 @@ def record(
     zero_grad: bool = True,
     eval_every: int = 20,
     setup: Callable[[nn.Module], None] | None = None,
+    seed: int = 0,
     **observer: Any,
 ) -> str:
-    """Train ``model`` on digits for ``steps`` steps under an Observer; returns the run id."""
-    torch.manual_seed(0)
+    """Train ``model`` on digits for ``steps`` steps under an Observer; returns the run id. ``seed``
+    picks the batch order (build the model after ``torch.manual_seed(seed)`` for its init)."""
+    torch.manual_seed(seed)
     x, y, xv, yv = digits()
     if train_size:
         x, y = x[:train_size], y[:train_size]
@@ -71,12 +73,13 @@ def record(
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     observer.setdefault("carbon", False)
     observer.setdefault("sample_every", 20)
-    with trainatlas.Observer("tests", name, root, {"lr": lr, "batch_size": batch, "max_steps": steps},
+    config = {"lr": lr, "batch_size": batch, "max_steps": steps, "num_classes": 10}
+    with trainatlas.Observer("tests", name, root, config,
                              **observer) as obs:  # fmt: skip
         obs.watch(model, opt, total_steps=steps)
         if setup:
             setup(model)
-        gen = torch.Generator().manual_seed(1)
+        gen = torch.Generator().manual_seed(seed + 1)
         for step in range(steps):
             if before_step:
                 before_step(step)

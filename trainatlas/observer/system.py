@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from typing import Any
 
 import psutil
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")
+    ]  # fmt: skip
+
+
+def _heap_reader() -> Any:
+    """glibc's ``mallinfo2`` (2.33+): bytes the program holds on the heap. RSS cannot show a leak
+    whose memory comes from pages the allocator already had (freed earlier, or never given back);
+    the bytes in use can. None where there is no glibc (macOS, musl, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    mallinfo2.argtypes = []
+    return mallinfo2
+
+
 class SystemSampler:
-    """RSS and CPU of this process; CUDA memory when torch uses CUDA; GPU load and power via NVML."""
+    """RSS, heap in use and CPU of this process, how busy the machine is with other work; CUDA
+    memory when torch uses CUDA; GPU load and power via NVML."""
 
     def __init__(self) -> None:
         self.process = psutil.Process()
         self.process.cpu_percent(None)  # the first call only starts the measurement window
+        psutil.cpu_times_percent(None)
+        self._cpus = psutil.cpu_count() or 1
+        self._heap = _heap_reader()
         self._nvml: Any = None
         self._nvml_handles: list[Any] = []
         try:
@@ -27,11 +55,16 @@ class SystemSampler:
 
     def sample(self) -> dict[str, float]:
         memory = psutil.virtual_memory()
+        process_percent = float(self.process.cpu_percent(None))
         values: dict[str, float] = {
             "mem/rss_bytes": float(self.process.memory_info().rss),
             "mem/system_used_frac": 1.0 - memory.available / memory.total,
-            "cpu/process_percent": float(self.process.cpu_percent(None)),
+            "cpu/process_percent": process_percent,
         }
+        if self._heap is not None:
+            info = self._heap()
+            values["mem/heap_bytes"] = float(info.uordblks + info.hblkhd)
+        values.update(self._machine_load(process_percent))
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             values["mem/cuda_allocated_bytes"] = float(torch.cuda.memory_allocated())
@@ -43,3 +76,13 @@ class SystemSampler:
             values[f"gpu/{i}/util_percent"] = float(util.gpu)
             values[f"gpu/{i}/power_w"] = self._nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
         return values
+
+    def _machine_load(self, process_percent: float) -> dict[str, float]:
+        """How much of the machine's CPU went to other processes (and, on a VM, to the hypervisor's
+        steal) since the last sample, in percent of all CPUs: a slow step under such load is
+        contention from outside the training, not a training bug."""
+        times = psutil.cpu_times_percent(None)
+        busy = 100.0 - times.idle - getattr(times, "iowait", 0.0)
+        steal = float(getattr(times, "steal", 0.0))
+        others = max(0.0, busy - steal - process_percent / self._cpus)
+        return {"cpu/others_percent": others, "cpu/steal_percent": steal}

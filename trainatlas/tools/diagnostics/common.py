@@ -54,3 +54,24 @@ def change_lr(data: RunData, factor: float, step: int | None = None) -> str:
     if lr is None:
         return f"{verb} the learning rate {max(factor, 1 / factor):g}x"
     return f"{verb} the learning rate of param group 0 from {fmt(lr)} to {fmt(lr * factor)}"
+
+
+# A warm-up: the learning rate climbs at least 3x from its first value to its peak.
+WARMUP_RISE = 3.0
+
+
+def warmup_end(data: RunData) -> int | None:
+    """The step where the learning-rate warm-up ends (the rate's peak), or None without a warm-up.
+    Transients while the rate ramps up (a loss bump, a spike, units saturating) are what warm-up
+    is for, not a pathology."""
+
+    def compute() -> int | None:
+        lr = data.series("lr").finite()
+        if len(lr) < 3 or not lr.values[0] > 0:
+            return None
+        peak = int(np.argmax(lr.values))
+        if lr.values[peak] < WARMUP_RISE * lr.values[0]:
+            return None
+        return int(lr.steps[peak])
+
+    return data.memo("warmup_end", compute)

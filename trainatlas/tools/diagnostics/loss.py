@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from trainatlas.tools.convergence import is_eval_metric, main_metric
-from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
+from trainatlas.tools.diagnostics.base import Issue, MissingData, check, fmt, need
 from trainatlas.tools.diagnostics.common import (
     MIN_CURVE_POINTS,
     change_lr,
@@ -15,8 +15,9 @@ from trainatlas.tools.diagnostics.common import (
     lr_at,
     train_loss,
     value_at,
+    warmup_end,
 )
-from trainatlas.tools.robust import buckets, find_spikes, median, rolling_median, spearman, window
+from trainatlas.tools.robust import buckets, find_spikes, mad, median, rolling_median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
 
 # loss_divergence: the tail gave back more than half of what was learned and sits at least twice
@@ -29,19 +30,53 @@ DIVERGE_FACTOR = 2.0
 EXPLODE_FACTOR = 1e3
 RUNAWAY_FACTOR = 1e2
 RUNAWAY_TREND = 0.9
+# ... or, in the first 30% of the run, the smoothed loss rises 15% above the untrained model's
+# loss (smoothing leaves a few % of noise) or a burst of steps reaches twice it (a few steps that
+# bucket medians hide; per-batch noise of a model that learns nothing stays well below 2x), and
+# the loss never gets 5% below that start afterwards: SGD at a learning rate so high that the
+# first steps throw the weights where nothing is learned (dead units, saturated logits).
+JUMP_FACTOR = 1.15
+JUMP_BURST = 2.0
+JUMP_WITHIN = 0.3
+JUMP_RECOVERY = 0.05
+UNTRAINED_POINTS = 5  # the untrained loss is the median of the first 5 recorded values
 # loss_spikes: a point 6 robust sigmas (in log space) and at least 2x above the local median.
 SPIKE_Z = 6.0
 SPIKE_RATIO = 2.0
 SPIKES_FOR_WARNING = 3
-# loss_oscillation: the smoothed curve flips direction at >= 55% of buckets with swings >= 10%.
-OSC_FLIP_RATE = 0.55
-OSC_SWING = 0.10
+# ... a warning only for spikes after the learning-rate warm-up (a transient while the rate ramps up
+# is the warm-up doing its job) that stand out of the batch-to-batch noise, 3x the 99th percentile
+# of every point's ratio to its local level (small batches have a long upper tail of single-sample
+# mistakes; a corrupt batch or an unstable step is far beyond it), and that give back at least
+# half of what training had gained by then (a blip on a converged loss costs nothing).
+SPIKE_STANDOUT = 3.0
+SPIKE_GIVEBACK = 0.5
+# loss_oscillation: the smoothed loss (200 bucket medians, rolling median of 3) turns at least 6
+# times (3 full cycles), half of them in the second half of the run, each move at least 25% of the
+# progress the run made (of its level, when it made none) and 4 robust sigmas of its step-to-step
+# noise. A zigzag filter counts only moves that large, so small-batch noise (many small wiggles), a
+# warm-up bump (one cycle) or a plateau that later improves (no cycle) are not oscillation; an LR
+# so high or a cyclic LR so wide that the loss goes up and back down every tens to hundreds of
+# steps is.
+OSC_SWING = 0.25
+OSC_NOISE = 4.0
+OSC_LEVEL = 0.1  # ... and 10% of the loss's level: a run stuck at chance wiggles, it does not oscillate
+OSC_TURNS = 6
 # loss_plateau: < 1% relative improvement over the last 30% of the run (ReduceLROnPlateau uses a
 # 1e-4 relative threshold per epoch with patience 10).
 PLATEAU_WINDOW = 0.3
 PLATEAU_REL = 0.01
-# no_learning / slow_convergence: relative improvement first 10% -> last 10% of the run.
+# no_learning: the last 10% of the run is < 2% below the untrained model's loss (the median of the
+# first few steps, not of the first 10%: a run that learned in its first 5% and then lost it all
+# has learned nothing either); or, with the number of classes in the config, the loss ends within
+# 5% of ln C and held-out accuracy within 10% of the way from chance (1/C) to perfect: labels
+# unrelated to the inputs (a broken join) give exactly that, whatever the first steps did.
+# slow_convergence: relative improvement first 10% -> last 10% of the run.
 NO_LEARNING_REL = 0.02
+CHANCE_MARGIN = 0.05
+CHANCE_ACC_MARGIN = 0.10
+CLASS_COUNT_KEYS = ("num_classes", "n_classes", "num_labels", "classes", "nb_classes")
+VAL_ACC_KEYS = ("val/acc", "val/accuracy", "eval/accuracy", "eval_accuracy", "val_acc", "val_accuracy", "test/acc")
 VAL_MIN_POINTS = 5  # ... and a validation loss that never improved 2% over >= 5 evaluations
 LATE_EVAL_PROGRESS = 0.5  # ... first evaluated before training made half its progress (else unknown)
 SLOW_REL = 0.15
@@ -51,6 +86,37 @@ OVERFIT_PATIENCE = 2
 # generalization_gap: validation loss above training loss by this ratio (and absolute margin).
 GAP_INFO = (1.5, 0.05)
 GAP_WARNING = (5.0, 0.5)
+
+
+def _untrained(curve: Series) -> float:
+    """The loss of the untrained model: the median of the first few recorded steps, or the very
+    first value when the loss blew up within them (then the median is already part of the blow-up)."""
+    values = curve.values[:UNTRAINED_POINTS]
+    start = median(values)
+    first = float(values[0])
+    return first if 0 < first * 1.05 < start else start
+
+
+def _jumped_and_stuck(curve: Series, b: Series, smooth: np.ndarray) -> tuple[float, float, int] | None:
+    """A learning rate far too high: in the first part of the run the smoothed loss rises well above
+    the untrained model's loss and training never gets back below that start (the weights were
+    thrown somewhere flat: dead units, saturated logits). Positive losses only."""
+    untrained = _untrained(curve)
+    if not untrained > 0 or float(np.min(curve.values)) <= 0:
+        return None
+    head = smooth[: max(2, int(JUMP_WITHIN * len(smooth)))]
+    raw = curve.values[: max(2, int(JUMP_WITHIN * len(curve)))]
+    peak_i, raw_i = int(np.argmax(head)), int(np.argmax(raw))
+    if raw[raw_i] >= JUMP_BURST * untrained:
+        level, step = float(raw[raw_i]), int(curve.steps[raw_i])
+    elif head[peak_i] >= JUMP_FACTOR * untrained:
+        level, step = float(head[peak_i]), int(b.steps[peak_i])
+    else:
+        return None
+    after = smooth[int(np.searchsorted(b.steps, step)) :]
+    if not len(after) or float(np.min(after)) < (1 - JUMP_RECOVERY) * untrained:
+        return None  # it came back down and learned: a transient (see loss_spikes)
+    return untrained, level, step
 
 
 def _level(curve: Series, start: float, end: float) -> float:
@@ -118,16 +184,25 @@ def loss_divergence(data: RunData) -> Issue | None:
     gave_back = (tail_level - best) / learned if learned > 0 else (np.inf if tail_level > best else 0.0)
     rising = spearman(tail.steps, tail.values) > 0.3 or tail_level > early
     diverged = gave_back > DIVERGE_GIVEBACK and tail_level > best + (DIVERGE_FACTOR - 1) * abs(best) and rising
-    if not (exploded or diverged):
+    jump = None if exploded or diverged else _jumped_and_stuck(curve, b, smooth)
+    if not (exploded or diverged or jump):
         return None
     first = int(curve.steps[peak_i]) if exploded and not diverged else int(b.steps[best_i])
+    peak = float(curve.values[peak_i])
+    if jump:
+        untrained, jump_level, first = jump
+        what = (
+            f"the loss jumped from its starting level {fmt(untrained)} to {fmt(jump_level)} by step {first} and "
+            f"never came back below where it started (now {fmt(tail_level)})"
+        )
+    elif exploded:
+        what = (
+            f"the loss reached {fmt(peak)} at step {int(curve.steps[peak_i])}, "
+            f"{fmt(abs(peak) / scale)} times the size of its early level {fmt(early)}"
+        )
+    else:
+        what = f"the loss rose from its best {fmt(best)} (step {int(b.steps[best_i])}) to {fmt(tail_level)}"
     lr = lr_at(data, first)
-    what = (
-        f"|loss| reached {fmt(float(curve.values[peak_i]))} at step {int(curve.steps[peak_i])}, "
-        f"{fmt(abs(float(curve.values[peak_i])) / scale)}x its early level {fmt(early)}"
-        if exploded
-        else f"the loss rose from its best {fmt(best)} (step {int(b.steps[best_i])}) to {fmt(tail_level)}"
-    )
     return Issue(
         code="loss_divergence",
         severity="critical",
@@ -159,22 +234,41 @@ def loss_spikes(data: RunData) -> Issue | None:
     if not len(starts):
         return None
     worst = starts[np.argmax(ratio[starts])]
-    severity = "warning" if len(starts) >= SPIKES_FOR_WARNING or ratio[worst] >= 10 else "info"
     steps = [int(curve.steps[i]) for i in starts[:20]]
+    warm_end = warmup_end(data)
+    after_warmup = starts[curve.steps[starts] > warm_end] if warm_end is not None else starts
+    # per-batch noise of small batches has a long upper tail; a harmful spike stands far out of it
+    # and gives back at least half of what training had gained (see SPIKE_STANDOUT)
+    tail = float(np.quantile(ratio, 0.99))
+    untrained = _untrained(curve)
+    harmful = [
+        i
+        for i in after_warmup
+        if ratio[i] >= SPIKE_STANDOUT * tail
+        and curve.values[i] - base[i] >= SPIKE_GIVEBACK * max(untrained - base[i], 0.0)
+    ]
+    severity = "info"
+    if harmful and (len(after_warmup) >= SPIKES_FOR_WARNING or ratio[worst] >= 10):
+        severity = "warning"
+    during = len(starts) - len(after_warmup)
     return Issue(
         code="loss_spikes",
         severity=severity,
         title=f"{len(starts)} loss spike(s)",
         message=(
-            f"The loss spiked {len(starts)} time(s) above its local level; the worst, at step "
-            f"{int(curve.steps[worst])}, was {fmt(float(ratio[worst]))}x the local median "
-            f"({fmt(float(curve.values[worst]))} vs {fmt(float(base[worst]))})."
+            f"The loss spiked {len(starts)} time(s) above its local level"
+            + (f" ({during} during the learning-rate warm-up, up to step {warm_end})" if during else "")
+            + f"; the worst, at step {int(curve.steps[worst])}, was {fmt(float(ratio[worst]))}x the local median "
+            f"({fmt(float(curve.values[worst]))} vs {fmt(float(base[worst]))})"
+            + ("." if harmful else "; no spike stands out of the batch-to-batch noise or undoes the training.")
         ),
         evidence={
             "spike_steps": steps,
             "worst_step": int(curve.steps[worst]),
             "worst_ratio": float(ratio[worst]),
             "count": len(starts),
+            "during_warmup": during,
+            "noise_p99_ratio": tail,
         },  # fmt: skip
         first_step=steps[0],
         fix_prompt=(
@@ -186,41 +280,65 @@ def loss_spikes(data: RunData) -> Issue | None:
     )
 
 
+def _reversals(values: np.ndarray, threshold: float) -> list[int]:
+    """Indices where the curve turns after moving at least ``threshold`` each way (a zigzag filter):
+    wiggles smaller than the threshold are ignored, however many there are."""
+    pivots: list[int] = []
+    direction, extreme, low, high = 0, 0, 0, 0
+    for i in range(1, len(values)):
+        v = values[i]
+        if direction == 0:  # no move of the threshold's size yet
+            low, high = (i if v < values[low] else low), (i if v > values[high] else high)
+            if v - values[low] >= threshold or values[high] - v >= threshold:
+                direction, extreme = (1 if v - values[low] >= threshold else -1), i
+        elif direction * (v - values[extreme]) >= 0:
+            extreme = i  # the move goes on
+        elif abs(v - values[extreme]) >= threshold:
+            pivots.append(extreme)
+            direction, extreme = -direction, i
+    return pivots
+
+
 @check("loss_oscillation", "loss")
 def loss_oscillation(data: RunData) -> Issue | None:
     """The smoothed loss keeps swinging up and down instead of descending."""
     curve = loss_curve(data, 60)
-    b = buckets(curve, 100)
-    need(len(b) >= 20, "too few points to judge oscillation")
-    d = np.diff(b.values)
-    d = d[d != 0]
-    if len(d) < 10:
-        return None
-    flips = float(np.mean(np.sign(d[1:]) != np.sign(d[:-1])))
-    # swings are measured against how far the loss has come down: small wiggles of a converged
-    # curve are noise, swings as large as the progress made are oscillation
+    b = buckets(curve, 200)
+    need(len(b) >= 40, "too few points to judge oscillation")
+    smooth = rolling_median(b.values, 3)
+    noise = mad(b.values - rolling_median(b.values, 9))
     level = median(np.abs(b.values))
-    drop = _level(b, 0, 0.1) - float(np.min(b.values))
+    drop = _level(b, 0, 0.1) - float(np.min(smooth))
     scale = drop if drop > 0.05 * level else level
-    swing = median(np.abs(d)) / scale if scale > 0 else 0.0
-    second_half = window(b, 0.5, 1.0)
-    progress = (second_half.values[0] - median(second_half.values[-5:])) / max(scale, 1e-12)
-    if flips < OSC_FLIP_RATE or swing < OSC_SWING or progress > 0.05:
+    threshold = max(OSC_SWING * scale, OSC_NOISE * noise, OSC_LEVEL * level)
+    turns = _reversals(smooth, threshold)
+    late = [i for i in turns if i >= len(b) // 2]
+    if len(turns) < OSC_TURNS or len(late) < OSC_TURNS // 2:
         return None
+    swings = np.abs(np.diff(smooth[turns]))
+    period = float(np.median(np.diff(b.steps[turns]))) * 2 if len(turns) > 1 else float("nan")
     lr = lr_at(data)
     return Issue(
         code="loss_oscillation",
         severity="warning",
         title="The loss oscillates",
         message=(
-            f"The smoothed loss changes direction at {flips:.0%} of intervals with typical swings of "
-            f"{swing:.0%} of the progress it made, and made {max(progress, 0):.1%} net progress over the second half."
+            f"The smoothed loss swung up and down {len(turns) // 2} times (typical swing {fmt(median(swings))}, "
+            f"{median(swings) / scale:.0%} of the progress made; a cycle about every {period:.0f} steps), "
+            f"{len(late)} of its {len(turns)} turns in the second half of the run."
         ),
-        evidence={"flip_rate": flips, "relative_swing": swing, "second_half_progress": progress, "lr": lr},
-        first_step=int(b.steps[0]),
+        evidence={
+            "reversals": len(turns),
+            "reversal_steps": [int(b.steps[i]) for i in turns[:40]],
+            "typical_swing": median(swings),
+            "relative_swing": median(swings) / scale,
+            "period_steps": period,
+            "lr": lr,
+        },  # fmt: skip
+        first_step=int(b.steps[turns[0]]),
         fix_prompt=(
-            f"{change_lr(data, 0.3).capitalize()}, or increase the batch size; with SGD add momentum 0.9 or "
-            "switch to Adam."
+            f"{change_lr(data, 0.3).capitalize()} (with a cyclic schedule, lower its maximum), or increase the "
+            "batch size; with SGD add momentum 0.9 or switch to Adam."
         ),
     )
 
@@ -279,42 +397,121 @@ def _judged_by_loss(data: RunData) -> bool:
     return not (len(values) and values.min() < 0 < values.max())
 
 
+def _chance_loss(data: RunData) -> tuple[int, float] | None:
+    """(classes, ln C) when the config names the number of classes: the cross-entropy of a model
+    that predicts nothing better than uniform (the level a run with broken labels sits at)."""
+    for key in CLASS_COUNT_KEYS:
+        value = data.config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 2 and value == int(value):
+            return int(value), float(np.log(value))
+    return None
+
+
+def _diverged(data: RunData) -> bool:
+    """Whether loss_divergence finds the run diverging (no_learning then has the same cause)."""
+
+    def compute() -> bool:
+        try:
+            return loss_divergence(data) is not None
+        except MissingData:
+            return False
+
+    return data.memo("loss_diverged", compute)
+
+
 @check("no_learning", "loss")
 def no_learning(data: RunData) -> Issue | None:
-    """The loss did not go down at all over the run (< 2%, no downward trend); without a loss that
-    measures progress, the same on the run's main metric (FID, a score, a reward)."""
+    """The loss did not go down at all over the run (< 2% below the untrained model's loss), or it
+    sits at chance level (ln C for C classes); without a loss that measures progress, the same on
+    the run's main metric (FID, a score, a reward)."""
     if not _judged_by_loss(data):
         return _metric_not_learning(data)
     curve = loss_curve(data, 50)
-    rel, first, last, b = _improvement(curve)
-    if abs(first) < 1e-3:
+    b = buckets(curve, 100)
+    untrained, last = _untrained(curve), _level(b, 0.9, 1.0)
+    if abs(untrained) < 1e-3:
         return None  # started at (near) zero: nothing to learn, or a loss with another meaning
+    rel = (untrained - last) / abs(untrained)
     trend = spearman(b.steps, b.values)
-    if rel >= NO_LEARNING_REL or trend < -0.3:
-        return _no_generalization(data, float(np.median(curve.values[:3])))
+    chance = _chance_loss(data)
+    at_chance = chance is not None and last >= (1 - CHANCE_MARGIN) * chance[1] and _val_at_chance(data, chance)
+    if rel >= NO_LEARNING_REL and not at_chance:
+        return _no_generalization(data, untrained)
+    if _diverged(data):
+        return None  # the loss went up: loss_divergence says why, with the same cause
     lr = lr_at(data)
+    steps = int(curve.steps[-1]) - int(curve.steps[0]) + 1
+    if at_chance:
+        classes, level = chance
+        said = (
+            f"After {steps} steps the loss is {fmt(last)}, at chance level for {classes} classes "
+            f"(ln {classes} = {fmt(level)}): the model predicts no better than a uniform guess"
+        )
+        acc = _best_val_acc(data)
+        if acc is not None:
+            said += f", and its best validation accuracy is {acc:.1%} (chance {1 / classes:.1%})"
+        said += "."
+    else:
+        said = (
+            f"After {steps} steps the loss is {fmt(last)}, no lower than the untrained model's {fmt(untrained)} "
+            f"({_change(untrained, last)}); there is no downward trend (rank correlation with step {trend:+.2f})."
+        )
     return Issue(
         code="no_learning",
         severity="critical",
         title="The model is not learning",
-        message=(
-            f"Over {len(curve)} steps the loss went from {fmt(first)} to {fmt(last)} ({rel:+.1%}); "
-            f"there is no downward trend (rank correlation with step {trend:+.2f})."
-        ),
+        message=said,
         evidence={
-            "first_level": first,
+            "first_level": untrained,
             "last_level": last,
             "relative_improvement": rel,
             "trend": trend,
+            "chance_level": chance[1] if chance else None,
             "lr": lr,
         },  # fmt: skip
         first_step=int(curve.steps[0]),
         fix_prompt=(
             "Check that optimizer.step() and loss.backward() run every step and that the optimizer holds the "
             "model's parameters; look for dead ReLUs (negative bias init) or saturated activations; verify "
-            "that labels match inputs; then check the model can overfit a single batch."
+            "that labels match inputs (a shuffled or mis-joined label column gives exactly chance level); then "
+            "check the model can overfit a single batch."
         ),
     )
+
+
+def _change(before: float, after: float) -> str:
+    """'fell 3.1%' / 'rose 0.4%' / 'unchanged': a direction in words, never a signed percentage."""
+    rel = (after - before) / max(abs(before), 1e-12)
+    if abs(rel) < 0.0005:
+        return "unchanged"
+    return f"{'rose' if rel > 0 else 'fell'} {abs(rel):.1%}"
+
+
+def _best_val_acc(data: RunData) -> float | None:
+    key = data.first_key(VAL_ACC_KEYS)
+    if key is None:
+        return None
+    values = data.series(key).finite().values
+    if not len(values):
+        return None
+    best = float(np.max(values))
+    return best / 100 if best > 1 else best  # some logs write percent
+
+
+def _val_at_chance(data: RunData, chance: tuple[int, float]) -> bool:
+    """Held-out data agree that nothing was learned (true when nothing held-out was logged): the
+    best validation accuracy is within 10% of the way from chance to perfect, and the best
+    validation loss within 5% of ln C."""
+    classes, level = chance
+    acc = _best_val_acc(data)
+    if acc is not None and acc > 1 / classes + CHANCE_ACC_MARGIN * (1 - 1 / classes):
+        return False
+    key = data.val_loss_key
+    if key is not None:
+        val = data.series(key).finite().values
+        if len(val) and float(np.min(val)) < (1 - CHANCE_MARGIN) * level:
+            return False
+    return True
 
 
 def _metric_not_learning(data: RunData) -> Issue | None:

@@ -8,16 +8,22 @@ import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
 from trainatlas.tools.robust import buckets, level, median, spearman, window
-from trainatlas.tools.rundata import RunData
+from trainatlas.tools.rundata import RunData, Series
 
 # dataloader_bottleneck: waiting for data takes > 30% of the step (warning), > 10% (info); the
 # PyTorch profiler recommends action above 5%.
 DATA_WARNING = 0.30
 DATA_INFO = 0.10
 # memory_leak: memory climbs steadily (rank correlation >= 0.9) by > 20% and > 100 MB after warm-up.
+# Judged on the bytes in use (CUDA allocated, the host heap in use) before RSS: RSS stays flat while
+# a leak fills pages the allocator already holds (freed by earlier work, or never returned).
 LEAK_CORR = 0.9
 LEAK_GROWTH = 0.2
 LEAK_BYTES = 100e6
+# Memory is sampled about once a second, so a leak of minutes has a few hundred samples but one of
+# seconds only a handful: 6 samples climbing with rank correlation >= 0.9 happen by chance with
+# probability < 1% (n=6: 0.9 needs at most one adjacent swap), and the growth must be large anyway.
+LEAK_MIN_SAMPLES = 6
 # oom_risk: > 90% of device (or system) memory in use; critical above 97%.
 OOM_WARNING = 0.90
 OOM_CRITICAL = 0.97
@@ -60,9 +66,9 @@ def dataloader_bottleneck(data: RunData) -> Issue | None:
 
 def _climb(data: RunData, key: str, min_bytes: float) -> tuple[float, float, float, int] | None:
     s = data.series(key).finite()
-    if len(s) < 10:
+    if len(s) < LEAK_MIN_SAMPLES + 1:
         return None
-    s = window(s, 0.1, 1.0)
+    s = window(s, 0.1, 1.0) if len(s) >= 10 * LEAK_MIN_SAMPLES else Series(s.steps[1:], s.values[1:])
     b = buckets(s, 200)
     corr = spearman(b.steps, b.values)
     start, end = median(window(b, 0, 0.1).values), median(window(b, 0.9, 1).values)
@@ -74,10 +80,10 @@ def _climb(data: RunData, key: str, min_bytes: float) -> tuple[float, float, flo
 @check("memory_leak", "system")
 def memory_leak(data: RunData) -> Issue | None:
     """Host or device memory keeps climbing step after step (tensors kept alive across steps)."""
-    keys = [k for k in ("mem/cuda_allocated_bytes", "mem/rss_bytes") if data.has(k)]
+    keys = [k for k in ("mem/cuda_allocated_bytes", "mem/heap_bytes", "mem/rss_bytes") if data.has(k)]
     need(bool(keys), "no memory samples (system channel off)")
     for key in keys:
-        found = _climb(data, key, LEAK_BYTES if key == "mem/rss_bytes" else 50e6)
+        found = _climb(data, key, 50e6 if key == "mem/cuda_allocated_bytes" else LEAK_BYTES)
         if found:
             start, end, corr, first = found
             s = data.series(key).finite()
@@ -135,8 +141,6 @@ def throughput_degradation(data: RunData) -> Issue | None:
     if len(tp) < 50:
         st = data.series("time/step_s").finite()
         need(len(st) >= 50, "no throughput or step times")
-        from trainatlas.tools.rundata import Series
-
         tp = Series(st.steps, 1.0 / np.maximum(st.values, 1e-12))
     _need_duration(data)
     b = buckets(tp, 200)
