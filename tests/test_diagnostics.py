@@ -7,6 +7,10 @@ is still real and recorded by the Observer; only those readings are logged with 
 
 from __future__ import annotations
 
+import math
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -18,6 +22,7 @@ import trainatlas
 from trainatlas.store.catalog import Catalog
 from trainatlas.tools.diagnostics import CHECKS
 from trainatlas.tools.report import diagnose
+from trainatlas.tools.rundata import RunData
 
 # Step-time trends on a shared two-core machine follow the machine's load, not the training.
 LOAD_DEPENDENT = {"throughput_degradation", "step_time_instability"}
@@ -240,6 +245,27 @@ def test_saturated_tanh(root, seed):
     assert assert_found(root, run_id, "activation_saturation", {"warning"}).evidence["saturated_fraction"]["1"] > 0.5
 
 
+def _warmup_cosine(opt: torch.optim.Optimizer, steps: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / (steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@pytest.mark.parametrize("act, code", [(nn.Tanh, "activation_saturation"), (nn.Sigmoid, "weight_norm_growth")])
+def test_a_high_warmup_peak_that_learns_well_leaves_only_info(root, seed, act, code):
+    """Warm-up to a high peak then cosine: units saturate and weights grow 10x on the way, then the
+    loss converges. That is the warm-up doing its job: info, not a warning."""
+    model = mlp(act)
+    opt = torch.optim.Adam(model.parameters(), lr=0.03)
+    run_id = record(root, f"warmup-peak-{act.__name__}-{seed}", seed=seed, model=model, optimizer=opt,
+                    scheduler=_warmup_cosine(opt, 600, 60), steps=600)  # fmt: skip
+    issue = assert_found(root, run_id, code, {"info"})
+    assert issue.evidence["learned_well"]
+
+
 def test_model_left_in_eval_mode(root):
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 10))
     run_id = record(root, "eval-mode", model=model, setup=lambda m: m.eval())
@@ -315,6 +341,37 @@ def test_periodic_stalls_make_step_time_unstable(root):
         root, "stalls", model=mlp(), steps=600, before_step=lambda s: time.sleep(0.03) if s % 5 == 0 else None
     )
     assert assert_found(root, run_id, "step_time_instability").evidence["outlier_share"] >= 0.15
+
+
+def test_other_work_on_the_machine_is_contention_not_a_training_bug(root):
+    """A healthy CNN run; after 2 s a busy loop starts on every core. The steps slow down, but the
+    process's threads were queued for a CPU, which the answer says, at info level."""
+    hogs: list[subprocess.Popen] = []
+    clock = {"t0": time.perf_counter(), "load_step": None}
+
+    def start_hogs(step: int) -> None:
+        if step == 0:
+            clock["t0"] = time.perf_counter()
+        elif clock["load_step"] is None and time.perf_counter() - clock["t0"] > 2.0:
+            busy = [sys.executable, "-c", "while True: pass"]
+            hogs.extend(subprocess.Popen(busy) for _ in range(os.cpu_count() or 2))
+            clock["load_step"] = step
+
+    try:
+        run_id = record(root, "contended", model=cnn(), steps=2000, before_step=start_hogs)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    load_step = clock["load_step"]
+    assert load_step is not None, "the run ended before the load began"
+    found = issues(root, run_id)
+    timing = [found[c] for c in ("throughput_degradation", "step_time_instability") if c in found]
+    assert all(issue.severity == "info" for issue in timing), [(i.code, i.message) for i in timing]
+    queued = RunData.load(Catalog(root), run_id).series("cpu/runqueue_wait_percent")
+    assert max(queued.values[queued.steps > load_step + 100]) > 20 > min(queued.values[queued.steps < load_step])
+    if "throughput_degradation" in found:
+        assert "contention from outside the training" in found["throughput_degradation"].message
 
 
 def _with_readings(root, name: str, readings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 from typing import Any
 
@@ -32,6 +33,37 @@ def _heap_reader() -> Any:
     return mallinfo2
 
 
+class _RunQueueWait:
+    """The share of this process's CPU demand that waited for a CPU (Linux schedstat: per thread,
+    nanoseconds on a CPU and nanoseconds runnable but queued). A step that is slow because other
+    work holds the CPUs shows here; one that sleeps or waits on I/O does not."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, int]] = {}
+        self.share()
+
+    def share(self) -> float | None:
+        """Percent of the CPU time asked for since the last call that was spent queued."""
+        now: dict[str, tuple[int, int]] = {}
+        try:
+            tids = os.listdir("/proc/self/task")
+        except OSError:
+            return None
+        for tid in tids:
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    on_cpu, queued = (int(v) for v in f.read().split()[:2])
+            except (OSError, ValueError):
+                continue  # the thread ended meanwhile
+            now[tid] = (on_cpu, queued)
+        ran = waited = 0
+        for tid, (on_cpu, queued) in now.items():
+            before = self._last.get(tid, (0, 0))
+            ran, waited = ran + on_cpu - before[0], waited + queued - before[1]
+        self._last = now
+        return 100.0 * waited / (ran + waited) if ran + waited > 0 else None
+
+
 class SystemSampler:
     """RSS, heap in use and CPU of this process, how busy the machine is with other work; CUDA
     memory when torch uses CUDA; GPU load and power via NVML."""
@@ -42,6 +74,7 @@ class SystemSampler:
         psutil.cpu_times_percent(None)
         self._cpus = psutil.cpu_count() or 1
         self._heap = _heap_reader()
+        self._queue = _RunQueueWait()  # None readings where there is no /proc (macOS, Windows)
         self._nvml: Any = None
         self._nvml_handles: list[Any] = []
         try:
@@ -85,4 +118,8 @@ class SystemSampler:
         busy = 100.0 - times.idle - getattr(times, "iowait", 0.0)
         steal = float(getattr(times, "steal", 0.0))
         others = max(0.0, busy - steal - process_percent / self._cpus)
-        return {"cpu/others_percent": others, "cpu/steal_percent": steal}
+        load = {"cpu/others_percent": others, "cpu/steal_percent": steal}
+        waited = self._queue.share()
+        if waited is not None:
+            load["cpu/runqueue_wait_percent"] = waited
+        return load

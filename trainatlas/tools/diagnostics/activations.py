@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
+from trainatlas.tools.diagnostics.common import learned_well
 from trainatlas.tools.diagnostics.gradients import param_layers, per_layer
 from trainatlas.tools.robust import buckets, median, window
 from trainatlas.tools.rundata import RunData
@@ -18,12 +19,20 @@ DEAD_LAYER = 0.5
 DEAD_ALL = 0.99
 RELU_TYPES = {"ReLU", "ReLU6"}
 # activation_saturation (SageMaker SaturatedActivation, DeepDiagnosis): > 50% of outputs saturated.
+# A warning when the layer was saturated from its first sample (inputs not scaled, init too large:
+# gradients are cut from the start) or when the loss did not learn well; units that saturate as
+# training goes on while the loss falls to under half its start are a high learning rate's normal
+# side effect (info).
 SATURATED_LAYER = 0.5
 SATURATING_TYPES = {"Tanh", "Sigmoid", "Hardtanh", "Hardsigmoid"}
 # attention_entropy_collapse (Zhai et al. 2023): entropy fell below 10% of its early level.
 ENTROPY_COLLAPSE = 0.1
-# weight_norm_growth: a layer's weight norm grew more than 10x.
+# weight_norm_growth: a layer's weight norm grew more than 10x. A warning while it is still growing
+# (more than 10% over the last third of its samples: no weight decay holds it) or when the loss did
+# not learn well; a norm that grew early (warm-up to a high peak) and then settled, in a run that
+# learned well, is info.
 WEIGHT_GROWTH = 10.0
+LATE_GROWTH = 1.1
 # batchnorm_small_batch: BatchNorm statistics are noisy below 16 samples per device (GroupNorm paper).
 BN_MIN_BATCH = 16
 BN_TYPES = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "BatchNorm")
@@ -81,16 +90,28 @@ def activation_saturation(data: RunData) -> Issue | None:
     if not flagged:
         return None
     worst = max(flagged, key=flagged.get)
+    rows = layers[worst]
+    series = np.asarray(rows["act_sat_frac"], float)
+    from_start = bool(series[0] > SATURATED_LAYER)
+    learned = learned_well(data)
+    harmless = not from_start and learned
+    if from_start:
+        when = "from the first sampled step"
+    else:
+        first = int(rows["step"][int(np.argmax(series > SATURATED_LAYER))])
+        when = f"since step {first}" + (", while the loss kept falling to under half its start" if harmless else "")
     return Issue(
         code="activation_saturation",
-        severity="warning",
+        severity="info" if harmless else "warning",
         title="Saturated activations",
         message=(
-            f"{len(flagged)} of {len(sat)} tanh/sigmoid layer(s) are saturated; worst {worst}: "
-            f"{flagged[worst]:.0%} of outputs in the flat region."
+            f"{len(flagged)} of {len(sat)} tanh/sigmoid layer(s) are saturated; worst, layer '{worst}': "
+            f"{flagged[worst]:.0%} of outputs in the flat region, {when}."
+            + (" Saturation that arrives with a high learning rate and does not stop learning is harmless."
+               if harmless else "")
         ),
-        evidence={"saturated_fraction": flagged},
-        first_step=int(layers[worst]["step"][0]),
+        evidence={"saturated_fraction": flagged, "saturated_from_start": from_start, "learned_well": learned},
+        first_step=int(rows["step"][0] if from_start else rows["step"][int(np.argmax(series > SATURATED_LAYER))]),
         fix_prompt=(
             "Scale inputs to zero mean and unit variance, use xavier_uniform_ initialization, add LayerNorm/"
             "BatchNorm before the activation, or use ReLU/GELU in hidden layers."
@@ -133,26 +154,33 @@ def attention_entropy_collapse(data: RunData) -> Issue | None:
 def weight_norm_growth(data: RunData) -> Issue | None:
     """A layer's weight norm grew more than 10x during training."""
     layers = param_layers(data)
-    growth = {}
+    growth, late = {}, {}
     for name, rows in layers.items():
         w = np.asarray(rows["weight_norm"], float)
         w = w[np.isfinite(w)]
         if len(w) >= 3 and w[0] > 0:
             growth[name] = float(w[-1] / w[0])
+            late[name] = float(w[-1] / w[(2 * len(w)) // 3])
     need(len(growth) > 0, "needs at least three samples of layer weight norms")
     flagged = {n: g for n, g in growth.items() if g > WEIGHT_GROWTH}
     if not flagged:
         return None
     worst = max(flagged, key=flagged.get)
+    growing = late[worst] > LATE_GROWTH
+    settled = not growing and learned_well(data)
+    trend = (
+        f"still growing ({late[worst] - 1:.0%} over the last third of the run)" if growing
+        else "then settled" + (" while the loss fell to under half its start" if settled else "")
+    )
     return Issue(
         code="weight_norm_growth",
-        severity="warning",
+        severity="info" if settled else "warning",
         title="Weight norms growing",
         message=(
             f"{len(flagged)} layer(s) grew their weight norm more than {WEIGHT_GROWTH:g}x; "
-            f"{worst}: {fmt(flagged[worst])}x."
+            f"layer '{worst}': {fmt(flagged[worst])}x, {trend}."
         ),
-        evidence={"growth": flagged},
+        evidence={"growth": flagged, "late_growth": {n: late[n] for n in flagged}, "learned_well": learned_well(data)},
         first_step=None,
         fix_prompt="Add weight decay (AdamW weight_decay=0.01-0.1), lower the learning rate, and clip gradients.",
     )

@@ -8,6 +8,12 @@ from trainatlas.tools.diagnostics.base import fmt, need
 from trainatlas.tools.rundata import RunData, Series
 
 MIN_CURVE_POINTS = 20  # a loss curve shorter than this says nothing about trends
+UNTRAINED_POINTS = 5  # the untrained loss is the median of the first 5 recorded values
+# A run that learned well ended (median of its last 10%) at or below half the untrained loss: a
+# transient it went through on the way (units saturating, weights growing under a high learning
+# rate) did not stop it. Healthy tiny runs end at 2-30% of their start; runs that a problem holds
+# back end near it.
+LEARNED_WELL = 0.5
 
 
 def train_loss(data: RunData) -> Series:
@@ -30,6 +36,33 @@ def loss_curve(data: RunData, min_points: int = MIN_CURVE_POINTS) -> Series:
     curve = finite_prefix(train_loss(data))
     need(len(curve) >= min_points, f"only {len(curve)} finite loss values (need {min_points})")
     return curve
+
+
+def untrained_loss(curve: Series) -> float:
+    """The loss of the untrained model: the median of the first few recorded steps, or the very
+    first value when the loss blew up within them (then the median is already part of the blow-up)."""
+    values = curve.values[:UNTRAINED_POINTS]
+    start = float(np.median(values))
+    first = float(values[0])
+    return first if 0 < first * 1.05 < start else start
+
+
+def learned_well(data: RunData) -> bool | None:
+    """Whether the training loss ended at or below half the untrained model's (None: no loss to tell)."""
+
+    def compute() -> bool | None:
+        if data.loss_key is None:
+            return None
+        series = data.series(data.loss_key)
+        curve = finite_prefix(series)
+        if len(curve) < len(series):
+            return False  # it went non-finite
+        if len(curve) < MIN_CURVE_POINTS or float(np.min(curve.values)) < 0:
+            return None  # too short, or a loss unbounded below: no "half" to compare with
+        start = untrained_loss(curve)
+        return bool(start > 0 and np.median(curve.values[int(0.9 * len(curve)) :]) <= LEARNED_WELL * start)
+
+    return data.memo("learned_well", compute)
 
 
 def value_at(series: Series, step: int) -> float | None:

@@ -14,6 +14,7 @@ from trainatlas.tools.diagnostics.common import (
     loss_curve,
     lr_at,
     train_loss,
+    untrained_loss,
     value_at,
     warmup_end,
 )
@@ -39,7 +40,6 @@ JUMP_FACTOR = 1.15
 JUMP_BURST = 2.0
 JUMP_WITHIN = 0.3
 JUMP_RECOVERY = 0.05
-UNTRAINED_POINTS = 5  # the untrained loss is the median of the first 5 recorded values
 # loss_spikes: a point 6 robust sigmas (in log space) and at least 2x above the local median.
 SPIKE_Z = 6.0
 SPIKE_RATIO = 2.0
@@ -88,20 +88,11 @@ GAP_INFO = (1.5, 0.05)
 GAP_WARNING = (5.0, 0.5)
 
 
-def _untrained(curve: Series) -> float:
-    """The loss of the untrained model: the median of the first few recorded steps, or the very
-    first value when the loss blew up within them (then the median is already part of the blow-up)."""
-    values = curve.values[:UNTRAINED_POINTS]
-    start = median(values)
-    first = float(values[0])
-    return first if 0 < first * 1.05 < start else start
-
-
 def _jumped_and_stuck(curve: Series, b: Series, smooth: np.ndarray) -> tuple[float, float, int] | None:
     """A learning rate far too high: in the first part of the run the smoothed loss rises well above
     the untrained model's loss and training never gets back below that start (the weights were
     thrown somewhere flat: dead units, saturated logits). Positive losses only."""
-    untrained = _untrained(curve)
+    untrained = untrained_loss(curve)
     if not untrained > 0 or float(np.min(curve.values)) <= 0:
         return None
     head = smooth[: max(2, int(JUMP_WITHIN * len(smooth)))]
@@ -240,7 +231,7 @@ def loss_spikes(data: RunData) -> Issue | None:
     # per-batch noise of small batches has a long upper tail; a harmful spike stands far out of it
     # and gives back at least half of what training had gained (see SPIKE_STANDOUT)
     tail = float(np.quantile(ratio, 0.99))
-    untrained = _untrained(curve)
+    untrained = untrained_loss(curve)
     harmful = [
         i
         for i in after_warmup
@@ -428,7 +419,7 @@ def no_learning(data: RunData) -> Issue | None:
         return _metric_not_learning(data)
     curve = loss_curve(data, 50)
     b = buckets(curve, 100)
-    untrained, last = _untrained(curve), _level(b, 0.9, 1.0)
+    untrained, last = untrained_loss(curve), _level(b, 0.9, 1.0)
     if abs(untrained) < 1e-3:
         return None  # started at (near) zero: nothing to learn, or a loss with another meaning
     rel = (untrained - last) / abs(untrained)
