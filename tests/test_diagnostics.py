@@ -328,6 +328,17 @@ def test_list_keeping_activations_with_their_graph_leaks_memory(root, seed):
     assert leak.evidence["end_bytes"] - leak.evidence["start_bytes"] > 100e6
 
 
+def test_a_cache_growing_a_megabyte_a_step_is_a_leak(root):
+    """Each step's batch features kept in a list (1 MB a step): the heap in use climbs steadily."""
+    cache: list[torch.Tensor] = []
+    run_id = record(root, "feature-cache", model=mlp(), steps=1200, flush_every_s=0.5,
+                    before_step=lambda step: cache.append(torch.randn(256, 1024)))  # fmt: skip
+    cache.clear()
+    leak = assert_found(root, run_id, "memory_leak", {"warning"})
+    assert leak.evidence["key"] == "mem/heap_bytes" and "MB per step" in leak.message
+    assert 0.7e9 < leak.evidence["bytes_per_1000_steps"] < 1.3e9
+
+
 def test_slowing_steps_degrade_throughput(root):
     run_id = record(root, "slowing", model=mlp(), steps=300, before_step=lambda s: time.sleep(0.002 + s * 0.0001))
     drop = assert_found(root, run_id, "throughput_degradation", {"warning"})

@@ -306,6 +306,10 @@ class Observer:
     def _background(self) -> None:
         from trainatlas.observer.environment import environment
 
+        system = self._channels.run("system", SystemSampler)
+        if system is not None:  # before the slow environment probe: memory from the first second on
+            with self._lock:
+                self._sample("system", system.sample)
         try:  # a git call and imports: done here, off the training's start path
             env = environment()
         except Exception as exc:  # noqa: BLE001 - a missing detail must not cost the recording
@@ -313,7 +317,6 @@ class Observer:
         with self._lock:
             self._info["environment"] = env
             self._write_info()
-        system = self._channels.run("system", SystemSampler)
         carbon = self._channels.run("carbon", self._start_carbon) if self._carbon_on() else None
         next_carbon = time.monotonic() + CARBON_EVERY_S
         while not self._stop.wait(0.0 if self._backlogged() else self.flush_every_s):

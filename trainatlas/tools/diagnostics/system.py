@@ -21,9 +21,13 @@ LEAK_CORR = 0.9
 LEAK_GROWTH = 0.2
 LEAK_BYTES = 100e6
 # Memory is sampled about once a second, so a leak of minutes has a few hundred samples but one of
-# seconds only a handful: 6 samples climbing with rank correlation >= 0.9 happen by chance with
-# probability < 1% (n=6: 0.9 needs at most one adjacent swap), and the growth must be large anyway.
-LEAK_MIN_SAMPLES = 6
+# seconds only a handful. Below 10 samples the climb must be strict (every sample above the one
+# before): 5 samples in increasing order happen by chance with probability 1/120, and the growth
+# must be large anyway.
+LEAK_MIN_SAMPLES = 5
+LEAK_FEW_SAMPLES = 10
+MEMORY_NAMES = {"mem/cuda_allocated_bytes": "CUDA memory allocated", "mem/heap_bytes": "Heap memory in use",
+                "mem/rss_bytes": "Resident memory"}  # fmt: skip
 # oom_risk: > 90% of device (or system) memory in use; critical above 97%.
 OOM_WARNING = 0.90
 OOM_CRITICAL = 0.97
@@ -73,11 +77,16 @@ def dataloader_bottleneck(data: RunData) -> Issue | None:
 
 def _climb(data: RunData, key: str, min_bytes: float) -> tuple[float, float, float, int] | None:
     s = data.series(key).finite()
-    if len(s) < LEAK_MIN_SAMPLES + 1:
+    if len(s) < LEAK_MIN_SAMPLES:
         return None
-    s = window(s, 0.1, 1.0) if len(s) >= 10 * LEAK_MIN_SAMPLES else Series(s.steps[1:], s.values[1:])
+    if len(s) >= 10 * LEAK_MIN_SAMPLES:
+        s = window(s, 0.1, 1.0)  # after warm-up (the allocator's first caches)
+    elif len(s) > LEAK_MIN_SAMPLES:
+        s = Series(s.steps[1:], s.values[1:])  # a short run: only the first sample
     b = buckets(s, 200)
     corr = spearman(b.steps, b.values)
+    if len(b) < LEAK_FEW_SAMPLES and not np.all(np.diff(b.values) > 0):
+        return None
     start, end = median(window(b, 0, 0.1).values), median(window(b, 0.9, 1).values)
     if corr >= LEAK_CORR and start > 0 and end / start - 1 > LEAK_GROWTH and end - start > min_bytes:
         return start, end, corr, int(b.steps[0])
@@ -95,13 +104,14 @@ def memory_leak(data: RunData) -> Issue | None:
             start, end, corr, first = found
             s = data.series(key).finite()
             per_1k = (end - start) / max(int(s.steps[-1]) - first, 1) * 1000
+            rate = f"{per_1k / 1e9:.1f} MB per step" if per_1k >= 1e8 else f"{per_1k / 1e6:.1f} MB per 1,000 steps"
             return Issue(
                 code="memory_leak",
                 severity="warning",
                 title="Memory leak",
                 message=(
-                    f"{key} grew from {start / 1e6:.0f} MB to {end / 1e6:.0f} MB (about {per_1k / 1e6:.1f} MB "
-                    f"per 1,000 steps, rank correlation {corr:.2f}) and is still climbing."
+                    f"{MEMORY_NAMES[key]} ({key}) grew from {start / 1e6:.0f} MB to {end / 1e6:.0f} MB, about "
+                    f"{rate} (rank correlation with step {corr:.2f}), and is still climbing."
                 ),
                 evidence={"key": key, "start_bytes": start, "end_bytes": end, "bytes_per_1000_steps": per_1k},
                 first_step=first,
