@@ -95,9 +95,12 @@ OVERFIT_NOISE = 3.0
 OVERFIT_PATIENCE = 2
 OVERFIT_GIVEBACK = 0.03
 LEVEL_SHARE, LEVEL_MAX_HALF = 0.05, 5
-# generalization_gap: validation loss above training loss by this ratio (and absolute margin).
+# generalization_gap: validation loss above training loss by this ratio (and absolute margin), and by
+# more than 3 sd of the validation series' own noise (as overfitting); the validation level is the
+# median of the last 3 evaluations, since one evaluation on a small or sampled set is noisy.
 GAP_INFO = (1.5, 0.05)
 GAP_WARNING = (5.0, 0.5)
+GAP_LAST = 3
 
 
 def _untrained(curve: Series) -> float:
@@ -723,10 +726,10 @@ def generalization_gap(data: RunData) -> Issue | None:
     val = all_val.finite()
     train = finite_prefix(data.series(data.loss_key))
     need(len(val) >= 1 and len(train) >= 5, "too few loss values")
-    v = float(val.values[-1])
+    v = median(val.values[-GAP_LAST:])
     near = train.values[np.abs(train.steps - val.steps[-1]) <= max(1, int(0.02 * train.steps[-1]))]
     t = float(np.median(near if len(near) else train.values[-5:]))
-    if t <= 0:
+    if t <= 0 or v - t <= OVERFIT_NOISE * noise_sd(val.values):
         return None
     ratio = v / t
     severity = None
@@ -741,7 +744,8 @@ def generalization_gap(data: RunData) -> Issue | None:
         severity=severity,
         title="Generalization gap",
         message=(
-            f"At step {int(val.steps[-1])} the validation loss {fmt(v)} is {fmt(ratio)}x the training loss {fmt(t)}."
+            f"At step {int(val.steps[-1])} the validation loss {fmt(v)} is {fmt(ratio)}x the training loss {fmt(t)}"
+            + (f" (median of the last {GAP_LAST} evaluations)." if len(val) >= GAP_LAST else ".")
         ),
         evidence={"val_loss": v, "train_loss": t, "ratio": ratio, "step": int(val.steps[-1])},
         first_step=int(val.steps[-1]),
