@@ -18,7 +18,8 @@ from trainatlas.tools.rundata import RunData, Series
 # means over `window_size` iterations, whose sums keep the share but whose medians are no step's.
 DATA_WARNING = 0.30
 DATA_INFO = 0.10
-# MMCV and MMEngine log `memory` (MB of CUDA memory) only when CUDA is available.
+# A run on a GPU shows CUDA memory: MMCV and MMEngine log `memory` (MB) only when CUDA is available,
+# the Observer samples mem/cuda_* once the process uses CUDA.
 GPU_KEYS = ("memory", "mem/cuda_allocated_bytes", "mem/cuda_peak_bytes")
 # memory_leak: memory climbs steadily (rank correlation >= 0.9) by > 20% and > 100 MB after warm-up.
 # Judged on the bytes in use (CUDA allocated, the host heap in use) before RSS: RSS stays flat while
@@ -45,13 +46,10 @@ MIN_TIMED_SECONDS = 3.0
 STRAGGLER = 1.2
 
 
-def _on_gpu(data: RunData) -> bool | None:
-    """Whether the run trained on a GPU: True, False (CPU only), or None when nothing says."""
-    env = data.info.get("environment") or {}
-    if any(data.has(k) for k in GPU_KEYS):
-        return True
-    found = env.get("cuda_available")
-    return bool(found) if isinstance(found, bool) else None
+def _on_gpu(data: RunData) -> bool:
+    """Whether the run shows it trained on a GPU: CUDA memory in use, which the Observer samples only
+    once the process has initialized CUDA (a machine with a GPU may still train on its CPU)."""
+    return any(data.has(k) for k in GPU_KEYS)
 
 
 @check("dataloader_bottleneck", "system")
