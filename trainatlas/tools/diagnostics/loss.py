@@ -94,6 +94,12 @@ SLOW_REL = 0.15
 OVERFIT_NOISE = 3.0
 OVERFIT_PATIENCE = 2
 OVERFIT_GIVEBACK = 0.03
+# ... or a slow creep: two pieces of evidence, each weaker alone: the tail is > 2 noise sd above the
+# best level and the >= 5 evaluations since the best trend upwards (rank correlation >= 0.5, which
+# noise around a flat level reaches for 5-10 points in well under 10% of cases).
+CREEP_NOISE = 2.0
+CREEP_POINTS = 5
+CREEP_TREND = 0.5
 LEVEL_SHARE, LEVEL_MAX_HALF = 0.05, 5
 # generalization_gap: validation loss above training loss by this ratio (and absolute margin), and by
 # more than 3 sd of the validation series' own noise (as overfitting); the validation level is the
@@ -657,16 +663,24 @@ def _train_end(train: Series) -> float:
     return float(np.median(train.values[-max(5, len(train) // 50) :]))
 
 
-def _rose(values: np.ndarray, best_i: int, best: float, noise: float) -> bool:
-    """Worse than the best level beyond noise at each of the last evaluations (and in their median),
-    by a rise that gives back a real share of what validation had gained."""
+def _rise(values: np.ndarray, best_i: int, best: float, noise: float) -> str | None:
+    """How validation got worse than its best level beyond noise, in words, or None: at each of the
+    last evaluations (and in their median) by 3 noise sd, or creeping up since the best; either way by
+    a rise that gives back a real share of what validation had gained."""
+    last, tail, after = values[-OVERFIT_PATIENCE:], median(values[-3:]), values[best_i:]
     bar = best + OVERFIT_NOISE * noise
-    last = values[-OVERFIT_PATIENCE:]
-    if not ((last > bar).all() and median(values[-3:]) > bar):
-        return False
+    trend = spearman(np.arange(len(after)), after) if len(after) >= CREEP_POINTS else float("nan")
+    if (last > bar).all() and tail > bar:
+        how = (f"worse than that at each of the last {OVERFIT_PATIENCE} evaluations by more than "
+               f"{OVERFIT_NOISE:g}x its evaluation noise (sd {fmt(noise)})")  # fmt: skip
+    elif (last > best).all() and tail > best + CREEP_NOISE * noise and trend >= CREEP_TREND:
+        how = (f"rising over the {len(after) - 1} evaluations since (rank correlation {trend:.2f}), now more "
+               f"than {CREEP_NOISE:g}x its evaluation noise (sd {fmt(noise)}) above it")  # fmt: skip
+    else:
+        return None
     start = median(values[:3]) if best_i >= 3 else float(values[0])  # one evaluation is noisy
     gained = start - best
-    return gained <= 0 or median(values[-3:]) - best >= OVERFIT_GIVEBACK * gained
+    return how if gained <= 0 or tail - best >= OVERFIT_GIVEBACK * gained else None
 
 
 @check("overfitting", "loss")
@@ -680,7 +694,8 @@ def overfitting(data: RunData) -> Issue | None:
     levels = _levels(values)
     best_i = int(np.argmin(levels))
     best, noise = float(levels[best_i]), noise_sd(values)
-    if len(values) - 1 - best_i < OVERFIT_PATIENCE or not _rose(values, best_i, best, noise):
+    how = _rise(values, best_i, best, noise) if len(values) - 1 - best_i >= OVERFIT_PATIENCE else None
+    if how is None:
         return None
     best_step, last_step = int(series.steps[best_i]), int(series.steps[-1])
     train = finite_prefix(data.series(data.loss_key)) if data.loss_key else None
@@ -696,8 +711,7 @@ def overfitting(data: RunData) -> Issue | None:
         title="Overfitting",
         message=(
             f"{key} was at its best at step {best_step} ({fmt(shown[0])}) and is now {fmt(shown[1])} at step "
-            f"{last_step}: worse than that at each of the last {OVERFIT_PATIENCE} evaluations by more than "
-            f"{OVERFIT_NOISE:g}x its evaluation noise (sd {fmt(noise)})"
+            f"{last_step}: {how}"
             + (", while the training loss kept falling." if has_train else " (no training loss recorded to compare).")
         ),
         evidence={
