@@ -255,4 +255,4 @@ def _per_iteration(path: Path, key: str, window: int = 50) -> np.ndarray:
 def test_a_validation_loss_creeping_up_until_early_stopping_is_overfitting(diagnoses):
     # "ends at 17 epochs (early stop)": val_loss best 1.02 at epoch 10, then 1.07, 1.04, 1.05, 1.11, 1.13, 1.07
     issue = _issue(diagnoses, "fer-resnet50-val-spike-17ep", "overfitting")
-    assert issue and issue.first_step == 10 and "rising over the 6 evaluations since" in issue.message
+    assert issue and issue.first_step == 10 and "rising since then" in issue.message
