@@ -8,6 +8,7 @@ terms), gets no critical issue. The expectations quote the manifest's Notable co
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,14 @@ def test_metric_direction_is_read_from_the_name():
     assert metric_direction("FID score") is True and metric_direction("eval_wer") is True
     assert metric_direction("Inception score") is False and metric_direction("val/coco/bbox_mAP") is False
     assert metric_direction("Best FID score") is None and metric_direction("epoch") is None
+
+
+def test_messages_word_changes_by_direction(diagnoses):
+    """No signed or runaway percentage in any answer: a rising loss reads "rose", a blow-up "grew 200×"."""
+    for path, d in diagnoses.items():
+        for issue in d.issues:
+            text = f"{issue.message} {issue.fix_prompt} {d.recommendation.reason}"
+            assert not re.search(r"(?<![\w(])[-+]\d[\d.]*\s?%|\d{7,}(\.\d+)?\s?%", text), f"{path.name}: {text}"
+    [ecg] = [d for p, d in diagnoses.items() if p.name.startswith("ecg-diagnosis-loss-diverging-negative")]
+    message = {i.code: i.message for i in ecg.issues}["loss_divergence"]
+    assert "more negative" in message and "reached -" not in message

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from trainatlas.fmt import change
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
 from trainatlas.tools.robust import buckets, level, median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
@@ -151,7 +152,7 @@ def throughput_degradation(data: RunData) -> Issue | None:
         code="throughput_degradation",
         severity="warning",
         title="Throughput degraded",
-        message=f"Throughput fell from {fmt(early)} to {fmt(late)} per second ({late / early - 1:+.0%}).",
+        message=f"Throughput {change(early, late)}, from {fmt(early)} to {fmt(late)} per second.",
         evidence={"early": early, "late": late},
         first_step=int(b.steps[int(0.8 * len(b))]),
         fix_prompt=(
