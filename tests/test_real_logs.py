@@ -11,6 +11,7 @@ goals of issue 10 are asserted here: >= 7 of the 8 runs gone wrong flagged, <= 1
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -256,3 +257,14 @@ def test_a_validation_loss_creeping_up_until_early_stopping_is_overfitting(diagn
     # "ends at 17 epochs (early stop)": val_loss best 1.02 at epoch 10, then 1.07, 1.04, 1.05, 1.11, 1.13, 1.07
     issue = _issue(diagnoses, "fer-resnet50-val-spike-17ep", "overfitting")
     assert issue and issue.first_step == 10 and "rising since then" in issue.message
+
+
+def test_messages_word_changes_by_direction(diagnoses):
+    """No signed or runaway percentage in any answer: a rising loss reads "rose", a blow-up "grew 200×"."""
+    for path, d in diagnoses.items():
+        for issue in d.issues:
+            text = f"{issue.message} {issue.fix_prompt} {d.recommendation.reason}"
+            assert not re.search(r"(?<![\w(])[-+]\d[\d.]*\s?%|\d{7,}(\.\d+)?\s?%", text), f"{path.name}: {text}"
+    [ecg] = [d for p, d in diagnoses.items() if p.name.startswith("ecg-diagnosis-loss-diverging-negative")]
+    message = {i.code: i.message for i in ecg.issues}["loss_divergence"]
+    assert "more negative" in message and "reached -" not in message

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from trainatlas.fmt import relative
 from trainatlas.tools.robust import median
 from trainatlas.tools.rundata import RunData
 
@@ -108,15 +109,15 @@ class PhaseTracker:
             )
         if gain >= FAST:
             self.plateau_run = 0
-            return "LEARNING_FAST", f"improvement {gain:.1%} per window"
+            return "LEARNING_FAST", f"per window the loss {relative(-gain)}"
         if gain >= SLOW:
             self.plateau_run = 0
-            return "STABLE_CONVERGENCE", f"improvement fell to {gain:.1%} per window"
+            return "STABLE_CONVERGENCE", f"per window the loss {relative(-gain)} (less than {FAST:.0%})"
         self.plateau_run += 1
         overall = (self.smooth[0] - best) / max(abs(self.smooth[0]), 1e-12)
         if self.plateau_run >= CONVERGED_AFTER and overall >= CONVERGED_MIN_GAIN:
             return "CONVERGED", f"no improvement for {self.plateau_run} windows after a {overall:.0%} total gain"
-        return "PLATEAU", f"improvement fell to {gain:+.2%} per window"
+        return "PLATEAU", f"per window the loss {relative(-gain)} (less than {SLOW:.1%} better)"
 
 
 def window_steps(data: RunData) -> int:

@@ -108,3 +108,30 @@ def warmup_end(data: RunData) -> int | None:
         return int(lr.steps[peak])
 
     return data.memo("warmup_end", compute)
+
+
+def steps_are_epochs(data: RunData) -> bool:
+    """Whether the run's step counter counts epochs (an epoch-level log: Keras CSV, DETR log.txt,
+    YOLO results.csv): its ``epoch`` series equals the step at every row."""
+
+    def compute() -> bool:
+        epoch = data.series("epoch").finite()
+        return len(epoch) >= 2 and bool(np.all(epoch.values == epoch.steps))
+
+    return data.memo("steps_are_epochs", compute)
+
+
+def span(data: RunData, first_step: int, last_step: int) -> str:
+    """How long a stretch of the run is, in the units it counts: ``66 steps``, ``70 epochs``, or
+    ``5000 steps (9.1 epochs)`` when the log records epochs beside steps. Logged rows are not steps:
+    a loss logged every 50 steps over 11,000 steps is 220 rows."""
+    count = last_step - first_step + 1
+    if steps_are_epochs(data):
+        return f"{count} epoch{'s' if count != 1 else ''}"
+    text = f"{count} step{'s' if count != 1 else ''}"
+    epoch = data.series("epoch").finite()
+    if len(epoch) >= 2:
+        a, b = value_at(epoch, first_step), value_at(epoch, last_step)
+        if a is not None and b is not None and b - a >= 1:
+            text += f" ({b - a:.2g} epochs)" if b - a < 10 else f" ({b - a:.0f} epochs)"
+    return text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainatlas.fmt import change
 from trainatlas.tools.convergence import is_eval_metric, main_metric
 from trainatlas.tools.diagnostics.base import Issue, MissingData, check, fmt, need
 from trainatlas.tools.diagnostics.common import (
@@ -13,6 +14,7 @@ from trainatlas.tools.diagnostics.common import (
     finite_prefix,
     loss_curve,
     lr_at,
+    span,
     train_loss,
     untrained_loss,
     value_at,
@@ -40,6 +42,10 @@ JUMP_FACTOR = 1.15
 JUMP_BURST = 2.0
 JUMP_WITHIN = 0.3
 JUMP_RECOVERY = 0.05
+# ... and it stays stuck: the last tenth after the jump is not below 70% of the first tenth after it.
+# A loss that starts artificially low (quality focal loss, whose IoU targets start at 0) rises in the
+# first epochs and then falls steadily (RTMDet: 0.1 -> 1.6 -> 0.56 while mAP climbs): not divergence.
+JUMP_STUCK = 0.7
 # loss_spikes: a point 6 robust sigmas (in log space) and at least 2x above the local median.
 SPIKE_Z = 6.0
 SPIKE_RATIO = 2.0
@@ -131,6 +137,9 @@ def _jumped_and_stuck(curve: Series, b: Series, smooth: np.ndarray) -> tuple[flo
     after = smooth[int(np.searchsorted(b.steps, step)) :]
     if not len(after) or float(np.min(after)) < (1 - JUMP_RECOVERY) * untrained:
         return None  # it came back down and learned: a transient (see loss_spikes)
+    tenth = max(1, len(after) // 10)
+    if median(after[-tenth:]) < JUMP_STUCK * median(after[:tenth]):
+        return None  # it rose, then learns steadily from there: a loss whose start is not its baseline
     return untrained, level, step
 
 
@@ -211,10 +220,8 @@ def loss_divergence(data: RunData) -> Issue | None:
             f"never came back below where it started (now {fmt(tail_level)})"
         )
     elif exploded:
-        what = (
-            f"the loss reached {fmt(peak)} at step {int(curve.steps[peak_i])}, "
-            f"{fmt(abs(peak) / scale)} times the size of its early level {fmt(early)}"
-        )
+        what = f"the loss went from its early level {fmt(early)} to {fmt(peak)} at step {int(curve.steps[peak_i])}"
+        what += "" if change(early, peak).startswith("went") else f" ({change(early, peak)})"
     else:
         what = f"the loss rose from its best {fmt(best)} (step {int(b.steps[best_i])}) to {fmt(tail_level)}"
     lr = lr_at(data, first)
@@ -378,7 +385,7 @@ def loss_plateau(data: RunData) -> Issue | None:
         severity="info",
         title="The loss has plateaued",
         message=(
-            f"The loss improved {rel:.2%} over the last {PLATEAU_WINDOW:.0%} of the run "
+            f"The loss {change(start, end)} over the last {PLATEAU_WINDOW:.0%} of the run "
             f"(steps {int(tail.steps[0])}-{int(tail.steps[-1])}), level {fmt(end)}."
         ),
         evidence={
@@ -443,7 +450,9 @@ def no_learning(data: RunData) -> Issue | None:
         return _metric_not_learning(data)
     curve = loss_curve(data, 50)
     b = buckets(curve, 100)
-    untrained, last = untrained_loss(curve), _level(b, 0.9, 1.0)
+    # the untrained loss, or the early level when the loss first rises (a loss whose start is not its
+    # baseline, such as quality focal loss); not lower: learning then losing it all is no learning
+    untrained, last = max(untrained_loss(curve), _level(b, 0.0, 0.1)), _level(b, 0.9, 1.0)
     if abs(untrained) < 1e-3:
         return None  # started at (near) zero: nothing to learn, or a loss with another meaning
     rel = (untrained - last) / abs(untrained)
@@ -455,11 +464,11 @@ def no_learning(data: RunData) -> Issue | None:
     if _diverged(data):
         return None  # the loss went up: loss_divergence says why, with the same cause
     lr = lr_at(data)
-    steps = int(curve.steps[-1]) - int(curve.steps[0]) + 1
+    steps = span(data, int(curve.steps[0]), int(curve.steps[-1]))
     if at_chance:
         classes, level = chance
         said = (
-            f"After {steps} steps the loss is {fmt(last)}, at chance level for {classes} classes "
+            f"After {steps} the loss is {fmt(last)}, at chance level for {classes} classes "
             f"(ln {classes} = {fmt(level)}): the model predicts no better than a uniform guess"
         )
         acc = _best_val_acc(data)
@@ -468,8 +477,8 @@ def no_learning(data: RunData) -> Issue | None:
         said += "."
     else:
         said = (
-            f"After {steps} steps the loss is {fmt(last)}, no lower than the untrained model's {fmt(untrained)} "
-            f"({_change(untrained, last)}); there is no downward trend (rank correlation with step {trend:+.2f})."
+            f"After {steps} the loss is {fmt(last)}, no lower than the untrained model's {fmt(untrained)} "
+            f"({change(untrained, last)}); there is no downward trend (rank correlation with step {trend:+.2f})."
         )
     return Issue(
         code="no_learning",
@@ -492,14 +501,6 @@ def no_learning(data: RunData) -> Issue | None:
             "check the model can overfit a single batch."
         ),
     )
-
-
-def _change(before: float, after: float) -> str:
-    """'fell 3.1%' / 'rose 0.4%' / 'unchanged': a direction in words, never a signed percentage."""
-    rel = (after - before) / max(abs(before), 1e-12)
-    if abs(rel) < 0.0005:
-        return "unchanged"
-    return f"{'rose' if rel > 0 else 'fell'} {abs(rel):.1%}"
 
 
 def _best_val_acc(data: RunData) -> float | None:
@@ -547,9 +548,9 @@ def _metric_not_learning(data: RunData) -> Issue | None:
         severity="critical",
         title="The model is not learning",
         message=(
-            f"Over {len(series)} values {key} went from {fmt(sign * first)} to {fmt(sign * last)} "
-            f"({rel:+.1%} improvement), never better than where it started; there is no trend towards better "
-            f"values (rank correlation {-trend:+.2f})."
+            f"Over {span(data, int(series.steps[0]), int(series.steps[-1]))} {key} went from {fmt(sign * first)} "
+            f"to {fmt(sign * last)} ({change(sign * first, sign * last)}), never better than where it started; "
+            f"there is no trend towards better values (rank correlation {-trend:+.2f})."
         ),
         evidence={
             "metric": key,
@@ -591,8 +592,8 @@ def _no_generalization(data: RunData, untrained: float) -> Issue | None:
         title="Nothing learned generalizes",
         message=(
             f"The training loss falls but {key} never beat the untrained model: best {fmt(best)} vs a starting "
-            f"training loss of {fmt(first)} ({gain:+.1%} over {len(val)} evaluations). The model memorizes without "
-            "learning anything that transfers."
+            f"training loss of {fmt(first)} ({change(first, best)}, over {len(val)} evaluations). The model "
+            "memorizes without learning anything that transfers."
         ),
         evidence={"metric": key, "first_value": first, "best_value": best, "relative_improvement": gain},
         first_step=int(val.steps[0]),
@@ -619,7 +620,8 @@ def slow_convergence(data: RunData) -> Issue | None:
         severity="warning",
         title="Slow convergence",
         message=(
-            f"The loss fell only {rel:.1%} over {len(curve)} steps ({fmt(first)} -> {fmt(last)}) and is "
+            f"The loss fell only {rel:.1%} over {span(data, int(curve.steps[0]), int(curve.steps[-1]))} "
+            f"({fmt(first)} -> {fmt(last)}) and is "
             f"still falling steadily: the learning rate is likely too low."
         ),
         evidence={"relative_improvement": rel, "trend": trend, "tail_improvement": still, "lr": lr},

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 
+from trainatlas.fmt import change
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
 from trainatlas.tools.robust import buckets, level, median, spearman, window
 from trainatlas.tools.rundata import RunData, Series
@@ -187,7 +188,7 @@ def throughput_degradation(data: RunData) -> Issue | None:
     before = _contention(data, float(fast.steps[0]), float(fast.steps[-1]))
     during = _contention(data, float(slow.steps[0]), float(slow.steps[-1]))
     external = before is not None and during is not None and during - before >= CONTENTION_RISE
-    said = f"Throughput fell {1 - late / early:.0%}, from {fmt(early)} to {fmt(late)} per second"
+    said = f"Throughput {change(early, late)}, from {fmt(early)} to {fmt(late)} per second"
     if external:
         said += (
             f", while other work took the machine's CPUs: this process waited for a CPU {during:.0f}% of the time "
