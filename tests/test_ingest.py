@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from trainatlas.ingest import ingest_file, ingest_paths, run_id_for, sniff
 from trainatlas.ingest.detect import PARSERS, sniff_bytes
 from trainatlas.store.catalog import Catalog
 from trainatlas.store.layout import RUN_FILE
+from trainatlas.store.runinfo import effective_status
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-logs"
 if not REAL.is_dir():
@@ -287,6 +289,43 @@ def test_a_growing_file_appends_only_the_new_part(tmp_path: Path, root: Path) ->
     rows = _rows(root, log)
     assert len(rows) == 453 and len(set(rows)) == 453
     assert (150, "train/loss", 0.5) in rows
+
+
+def _status_now(root: Path, log: Path) -> str:
+    """The status every reader sees (runs view, list_runs), without ingesting again."""
+    (run,) = [r for r in Catalog(root).runs if r["run_id"] == run_id_for(log.resolve())]
+    return run["status"]
+
+
+def test_a_real_log_is_running_while_it_grows_then_completed(tmp_path: Path, root: Path) -> None:
+    lines = (REAL / "other-text" / "emonet-tcn-python-logging-500ep.training.log").read_bytes().splitlines(True)
+    log = tmp_path / "training.log"
+    log.write_bytes(b"".join(lines[: len(lines) // 2]))
+    assert ingest_file(log, root).status == "running" and _status_now(root, log) == "running"
+    with log.open("ab") as f:
+        f.write(b"".join(lines[len(lines) // 2 :]))
+    assert ingest_file(log, root).status == "running"
+    stopped = time.time() - 3 * 60  # the trainer wrote its last line three minutes ago
+    os.utime(log, (stopped, stopped))
+    assert _status_now(root, log) == "completed"  # no re-ingest needed; was "running", then "crashed"
+    info = json.loads((Path(Catalog(root).runs[0]["path"]) / RUN_FILE).read_text())
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert effective_status(info, later) == "completed"  # an old log is not a dead process
+    assert ingest_file(log, root).status == "completed"
+
+
+def test_a_log_that_ends_in_a_traceback_is_failed(tmp_path: Path, root: Path) -> None:
+    log = tmp_path / "train.log"
+    good = "".join(f"epoch {e}: loss={1 / (e + 1):.4f}\n" for e in range(10))
+    crash = 'Traceback (most recent call last):\n  File "train.py", line 9, in <module>\ntorch.OutOfMemoryError: CUDA\n'
+    log.write_text(good + crash)
+    os.utime(log, (OLD, OLD))
+    r = ingest_file(log, root)
+    assert r.status == "failed" and r.steps == 9 and _status_now(root, log) == "failed"
+    with log.open("a") as f:  # a caught error, then training went on: the crash is not the end
+        f.write("".join(f"epoch {e}: loss={1 / (e + 1):.4f}\n" for e in range(10, 12)))
+    os.utime(log, (OLD + 1, OLD + 1))
+    assert ingest_file(log, root).status == "completed" and _status_now(root, log) == "completed"
 
 
 def test_a_truncated_or_rewritten_file_rebuilds_the_run(tmp_path: Path, root: Path) -> None:

@@ -18,6 +18,11 @@ from typing import Any, BinaryIO
 CHUNK = 1 << 20
 MAX_LINE = 16 << 20
 MAX_ERRORS = 50  # kept per ingest; later ones are only counted
+# Lines that say the training process died: Python's header of an uncaught exception, torch's
+# out-of-memory error, a native crash. A training row after one (a caught error, a restart) clears it.
+CRASH_MARKERS = ("Traceback (most recent call last)", "CUDA out of memory", "OutOfMemoryError",
+                 "Segmentation fault", "core dumped")  # fmt: skip
+CRASH_TEXT_CHARS = 200
 
 
 @dataclass(slots=True)
@@ -162,11 +167,17 @@ class LineParser(Parser):
 
     def _line(self, raw: bytes, line: int) -> Iterator[Row]:
         text = raw.decode("utf-8", "replace").strip()
-        if text:
-            try:
-                yield from self.parse_line(text, line)
-            except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
-                self.error(line, f"cannot parse line ({exc})")
+        if not text:
+            return
+        if any(marker in text for marker in CRASH_MARKERS):
+            self.state["crash"] = f"line {line}: {text[:CRASH_TEXT_CHARS]}"
+            return
+        try:
+            for row in self.parse_line(text, line):
+                self.state.pop("crash", None)
+                yield row
+        except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+            self.error(line, f"cannot parse line ({exc})")
 
     def parse_line(self, text: str, line: int) -> Iterator[Row]:
         raise NotImplementedError

@@ -25,10 +25,10 @@ from trainatlas.ingest.detect import PARSERS, sniff
 from trainatlas.ingest.keys import KeyMapper
 from trainatlas.ingest.writer import ScalarWriter, clear_scalars, find_run_dir
 from trainatlas.store.layout import RUN_FILE, resolve_root, run_dir
-from trainatlas.store.runinfo import read_run_json, utcnow_iso, write_run_json
+from trainatlas.store.runinfo import LOG_LIVE_S, log_status, read_run_json, utcnow_iso, write_run_json
 
 DEFAULT_PROJECT = "imported"
-LIVE_S = 120.0  # a file modified this recently is still being written: the run is "running"
+LIVE_S = LOG_LIVE_S  # a file modified this recently is still being written: the run is "running"
 HEAD_BYTES = 4096
 PROGRESS_EVERY = 20_000  # rows between progress callbacks
 GENERIC_NAMES = ("scalars.json", "trainer_state.json", "metrics.csv", "results.csv", "log.txt", "training.log",
@@ -138,7 +138,7 @@ def ingest_file(
     mode = _mode(path, st, state_old, parser, old_dir, target, fmt)
     if mode == "unchanged":
         result.mode, result.steps = mode, int(old.get("steps") or 0)
-        result.status = _status(live)
+        result.status = log_status(live, state_old.get("parser") or {})
         if old.get("status") != result.status and old_dir is not None:
             write_run_json(
                 old_dir / RUN_FILE, {**old, "status": result.status, "ended_at": None if live else _iso(st.st_mtime)}
@@ -162,7 +162,7 @@ def ingest_file(
     steps = max(prev_steps, writer.max_step or 0)
     result.mode, result.rows_added, result.steps = mode, writer.rows, steps
     result.errors, result.error_count = parser.errors, parser.error_count
-    result.status = _status(live)
+    result.status = log_status(live, parser.state)
     started = old.get("started_at") if mode == "append" and old.get("started_at") else None
     info = {
         "run_id": run_id,
@@ -197,10 +197,6 @@ def ingest_file(
 
 def _is_mm(parser: Parser) -> bool:
     return parser.state.get("kind") in ("mmcv", "mmengine")
-
-
-def _status(live: bool) -> str:
-    return "running" if live else "completed"
 
 
 def _mode(path: Path, st: os.stat_result, state: dict[str, Any], parser: Parser, old_dir: Path | None,

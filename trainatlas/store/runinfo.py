@@ -1,7 +1,8 @@
 """``run.json``: what a run is (id, name, config, environment, model) and whether it is alive.
 
 A run that says ``running`` but whose process is gone on this host, or whose heartbeat is old
-when it ran elsewhere, is reported as ``crashed``.
+when it ran elsewhere, is reported as ``crashed``. An ingested log has no process: it is running
+while its file grows, then completed, or failed when its last lines show a crash (a traceback).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import psutil
 
 STATUSES = ("running", "completed", "failed", "crashed")
 HEARTBEAT_STALE_S = 120.0
+LOG_LIVE_S = 120.0  # a log modified this recently is still being written (a slow epoch logs every minute or so)
 
 
 def utcnow_iso() -> str:
@@ -81,10 +83,31 @@ def effective_status(info: dict[str, Any], now: datetime | None = None) -> str:
     status = info.get("status", "running")
     if status != "running":
         return status if status in STATUSES else "failed"
+    now = now or datetime.now(timezone.utc)
+    if str(info.get("source", "")).startswith("ingest:"):
+        return _log_status(info, now)
     if info.get("host") == socket.gethostname() and info.get("pid"):
         return "running" if _process_alive(info["pid"], info.get("pid_created")) else "crashed"
     beat = parse_iso(info.get("heartbeat_at")) or parse_iso(info.get("started_at"))
-    now = now or datetime.now(timezone.utc)
     if beat is None or (now - beat).total_seconds() > HEARTBEAT_STALE_S:
         return "crashed"
     return "running"
+
+
+def log_status(live: bool, parser_state: dict[str, Any]) -> str:
+    """An ingested log's status: running while it grows; once it stopped, failed if it ends in a
+    crash signature (the parser keeps the last one no training row followed), else completed."""
+    if live:
+        return "running"
+    return "failed" if parser_state.get("crash") else "completed"
+
+
+def _log_status(info: dict[str, Any], now: datetime) -> str:
+    """A log recorded as running when it was last ingested: judged by its file's mtime now (the
+    mtime at that ingest when the file is gone), never by a process or a heartbeat."""
+    try:
+        mtime: datetime | None = datetime.fromtimestamp(os.stat(info["source_path"]).st_mtime, timezone.utc)
+    except (OSError, KeyError, TypeError, ValueError):
+        mtime = parse_iso(info.get("heartbeat_at"))
+    live = mtime is not None and (now - mtime).total_seconds() < LOG_LIVE_S
+    return log_status(live, (info.get("ingest") or {}).get("parser") or {})

@@ -145,12 +145,14 @@ class Alerts:
         tries: int = TRIES,
         backoff_s: float = BACKOFF_S,
         warn: Callable[[str], None] = _warn,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.channels = channels
         self.cooldown_s = cooldown_s
         self.tries = max(1, tries)
         self.backoff_s = backoff_s
         self.warn = warn
+        self.sleep = sleep  # injectable, so a test counts the waits instead of timing them
         self.sent: dict[str, int] = {c.name: 0 for c in channels}
         self.failed: dict[str, int] = {c.name: 0 for c in channels}
         self._last: dict[str, float] = {}  # kind -> monotonic time it was last alerted
@@ -201,7 +203,7 @@ class Alerts:
                     if self.failed[channel.name] == 1:  # once per channel: a dead endpoint must not flood stderr
                         self.warn(f"could not send an alert to {channel.name}: {exc} (the watch goes on)")
                     return
-                time.sleep(min(exc.after_s, MAX_RETRY_AFTER_S) if exc.after_s is not None else wait)
+                self.sleep(min(exc.after_s, MAX_RETRY_AFTER_S) if exc.after_s is not None else wait)
                 wait *= 2
             except Exception as exc:  # noqa: BLE001 - an alert must never stop the watch
                 self.failed[channel.name] += 1
