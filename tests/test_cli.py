@@ -63,8 +63,30 @@ def test_show_by_name_and_by_path(two_runs, root, capsys):
 
 
 def test_unknown_run_is_a_clear_error(root, capsys):
+    root.mkdir()
     code, payload = run_json(capsys, "show", "missing", "--root", str(root))
     assert code == 2 and "no run 'missing'" in payload["error"]
+
+
+@pytest.mark.parametrize("argv", [["runs"], ["show", "x"], ["sql", "SELECT 1"], ["diagnose", "x"], ["status", "x"],
+                                  ["check", "x"], ["compare", "x", "y"], ["carbon", "x"], ["watch", "x", "--once"]])
+def test_a_root_that_does_not_exist_is_an_error_not_an_empty_table(argv, tmp_path, capsys):
+    missing = tmp_path / "nonexistent"
+    assert main([*argv, "--root", str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert f"root {missing} does not exist" in captured.err and not captured.out
+
+
+def test_a_name_several_runs_share_means_the_newest(root, capsys):
+    made = []
+    for _ in range(2):  # `make demo` twice: two runs named "healthy"
+        with observer(root, name="healthy") as obs:
+            train(obs, steps=3)
+        made.append(obs.run_id)
+    code, details = run_json(capsys, "show", "healthy", "--root", str(root))
+    assert code == 0 and details["run"]["run_id"] == made[1]
+    code, result = run_json(capsys, "status", "healthy", "--root", str(root))
+    assert code == 0 and result["run"]["run_id"] == made[1]
 
 
 def test_sql_answers_and_refuses_writes(two_runs, root, capsys):

@@ -18,6 +18,7 @@ from trainatlas.fmt import number as _num
 
 # Piped output gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
+RUN_HELP = "run id, run name (the newest run of that name if several), unique id prefix, or run directory"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="one run: status, config, metrics, layers, events")
     _add_common(p)
-    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("run", help=RUN_HELP)
 
     p = sub.add_parser("sql", help="run one read-only SELECT over runs, scalars, layers, events")
     _add_common(p)
@@ -47,16 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("diagnose", help="all diagnostic checks on a run: issues, health score, advice")
     _add_common(p)
-    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--checks", help="comma-separated codes to run (default: all)")
 
     p = sub.add_parser("status", help="phase, ETA, forecast of the main metric, early-stop advice")
     _add_common(p)
-    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("run", help=RUN_HELP)
 
     p = sub.add_parser("check", help="CI gate: exit 1 when an issue at or above --fail-on is present")
     _add_common(p)
-    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--fail-on", choices=["critical", "warning"], default="critical")
 
     p = sub.add_parser("compare", help="two runs side by side: config, metrics, speed, issues, verdict")
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("carbon", help="sustainability report: energy, CO2, cost, grade, recommendations")
     _add_common(p)
-    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("--carbon-price", type=float, default=50.0, help="EUR per tonne of CO2 (default: EU ETS 50)")
 
     p = sub.add_parser("serve", help="MCP server over the root: stdio (default) or streamable HTTP")
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ask", help="ask Claude about a run: it calls the trainatlas tools (needs the agent extra)")
     _add_common(p)
-    p.add_argument("run", help="run id, unique run name, or run directory")
+    p.add_argument("run", help=RUN_HELP)
     p.add_argument("question", help='e.g. "why did the loss jump at step 300?"')
     p.add_argument("--model", help="Anthropic model (default: $TRAINATLAS_MODEL or claude-sonnet-5-5)")
     p.add_argument("--max-turns", type=int, default=12, help="model calls before giving up (default 12)")
@@ -132,18 +133,30 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, str(exc))
 
 
+def _existing_root(args: argparse.Namespace) -> Path:
+    """``--root`` (or its default) for a command that reads runs: a missing root is a mistyped path,
+    not an empty list of runs, so it is an error (LookupError: exit 2)."""
+    from trainatlas.store.layout import resolve_root
+
+    root = resolve_root(args.root)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise LookupError(f"root {root} {what} (give --root DIR or set $TRAINATLAS_ROOT to where the runs are)")
+    return root
+
+
 def _catalog(args: argparse.Namespace) -> Any:
     """The catalog over ``--root``; DuckDB is imported here, so `serve` and `--help` start without it."""
     from trainatlas.store.catalog import Catalog
 
-    return Catalog(args.root)
+    return Catalog(_existing_root(args))
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": message}))
     else:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     return 2
 
 
@@ -240,7 +253,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     from trainatlas.store.sandbox import open_sandbox, run_select
 
-    result = run_select(open_sandbox(args.root).con, args.query, args.timeout, args.max_rows)
+    result = run_select(open_sandbox(_existing_root(args)).con, args.query, args.timeout, args.max_rows)
     payload = {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
 
     def render() -> None:
@@ -419,7 +432,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             )
 
     try:
-        result = ask(args.root, args.run, args.question, args.model, args.max_turns, args.prompt, show)
+        result = ask(_existing_root(args), args.run, args.question, args.model, args.max_turns, args.prompt, show)
     except AgentError as exc:
         return _fail(args, str(exc))
 
@@ -471,6 +484,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 console.print(f"{head}[{style}]{escape(line)}[/{style}]", highlight=False, soft_wrap=True)
         notify(alerts, events, snap, args.alert_on)
 
+    if not Path(target).expanduser().exists():  # a run id or name, looked up under the root
+        _existing_root(args)
     watcher = Watcher(open_source(target, args.root, args.project), report, interval_s=args.interval)
     try:
         if args.once:

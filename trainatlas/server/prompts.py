@@ -10,7 +10,7 @@ from pydantic import Field
 from trainatlas.prompts import PROMPTS, render
 from trainatlas.server.state import RootState
 
-RunId = Annotated[str, Field(description="run id or unique run name")]
+RunId = Annotated[str, Field(description="run id or run name (the newest run of that name)")]
 Question = Annotated[str, Field(description="the user's question, in their words")]
 
 

@@ -35,7 +35,9 @@ SQL_MAX_CHARS = 60_000
 READ_ONLY = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
-RunArg = Annotated[str, Field(description="run id, a unique run name, or a unique run id prefix (see list_runs)")]
+RunArg = Annotated[
+    str, Field(description="run id, a run name (the newest run of that name if several), or a unique run id prefix")
+]
 T = TypeVar("T")
 
 

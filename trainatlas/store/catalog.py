@@ -183,7 +183,8 @@ class Catalog:
         self.con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT {select}", params)
 
     def resolve(self, ref: str) -> dict[str, Any]:
-        """The run a user means by ``ref``: a run id, a unique run name, or a run directory."""
+        """The run a user means by ``ref``: a run id, a run directory, a run name (the newest run of
+        that name when there are several), or a unique run id prefix."""
         by_id = [r for r in self.runs if r["run_id"] == ref]
         if by_id:
             return by_id[0]
@@ -195,15 +196,18 @@ class Catalog:
                 return by_path[0]
             raise LookupError(f"{ref} is a run directory outside the root {self.root}; pass --root")
         by_name = [r for r in self.runs if r["name"] == ref]
-        if len(by_name) == 1:
-            return by_name[0]
-        if by_name:
-            ids = ", ".join(r["run_id"] for r in by_name)
-            raise LookupError(f"{len(by_name)} runs are named {ref!r} ({ids}): give a run id")
+        if by_name:  # a script run twice gives two runs of one name: the name means the latest
+            return max(by_name, key=_newest_first_key)
         prefix = [r for r in self.runs if r["run_id"].startswith(ref)]
         if len(prefix) == 1:
             return prefix[0]
         raise LookupError(f"no run {ref!r} under {self.root} (try `trainatlas runs`)")
+
+
+def _newest_first_key(run: dict[str, Any]) -> tuple[float, str]:
+    """Start time, then run id (ids sort by creation time); a run without a start time is oldest."""
+    started = run["started_at"]
+    return (started.timestamp() if started is not None else float("-inf"), run["run_id"])
 
 
 def _select(table: str, sources: Sources) -> str:
