@@ -319,10 +319,13 @@ def test_sleeping_dataset_is_a_dataloader_bottleneck(root):
 
 
 def test_list_keeping_activations_with_their_graph_leaks_memory(root, seed):
+    """About 2 MB kept a step. Memory is sampled once a flush, so the run must last some time
+    whatever the CPU's speed: a 10 ms wait for each batch makes it >= 1.5 s, >= 15 samples."""
     model = nn.Sequential(nn.Linear(64, 2048), nn.ReLU(), nn.Linear(2048, 10))
     kept: list[torch.Tensor] = []
     model[0].register_forward_hook(lambda module, inputs, output: kept.append(output))
-    run_id = record(root, f"leak-{seed}", seed=seed, model=model, steps=150, batch=256, flush_every_s=0.1)
+    run_id = record(root, f"leak-{seed}", seed=seed, model=model, steps=150, batch=256, flush_every_s=0.1,
+                    before_step=sleep(0.01))  # fmt: skip
     kept.clear()
     leak = assert_found(root, run_id, "memory_leak", {"warning"})
     assert leak.evidence["end_bytes"] - leak.evidence["start_bytes"] > 100e6
@@ -331,7 +334,7 @@ def test_list_keeping_activations_with_their_graph_leaks_memory(root, seed):
 def test_a_cache_growing_a_megabyte_a_step_is_a_leak(root):
     """Each step's batch features kept in a list (1 MB a step): the heap in use climbs steadily."""
     cache: list[torch.Tensor] = []
-    run_id = record(root, "feature-cache", model=mlp(), steps=1200, flush_every_s=0.5,
+    run_id = record(root, "feature-cache", model=mlp(), steps=1200, flush_every_s=0.2,
                     before_step=lambda step: cache.append(torch.randn(256, 1024)))  # fmt: skip
     cache.clear()
     leak = assert_found(root, run_id, "memory_leak", {"warning"})
