@@ -88,7 +88,7 @@ class Observer:
         self.closed = False
         self._pid = os.getpid()
         self._rec = Recording()
-        self._channels = Channels(["steps", "layers", "log", "system", "carbon", "writer"])
+        self._channels = Channels(["steps", "layers", "log", "system", "carbon", "writer", "carry"])
         if not system:
             self._channels.enabled.discard("system")
         self._carbon_wanted = carbon
@@ -152,6 +152,8 @@ class Observer:
                     self._info["optimizer"] = optimizer_summary(optimizer)
                 if total_steps:
                     self._info["total_steps"] = int(total_steps)
+            if optimizer is not None:
+                self._channels.run("carry", self._probe_carry, optimizer)
             if self.sample_every:
                 self._sampler = LayerSampler(model)
                 self._sampler.arm()  # the first step is always sampled
@@ -263,6 +265,18 @@ class Observer:
             self.close("failed", "".join(traceback.format_exception(exc_type, exc, tb)))
 
     # -- the training thread's helpers ---------------------------------------------------------
+
+    def _probe_carry(self, optimizer: Any) -> None:
+        from trainatlas.observer.carry import KEY, CarryProbe, applies
+
+        if not applies(optimizer):
+            return
+        keys = (KEY,)
+
+        def record(step: int, value: Any) -> None:
+            self._rec.logged.append((step, time.time(), keys, (value,)))
+
+        self._hooks.append(CarryProbe(optimizer, record, lambda fn, *args: self._channels.run("carry", fn, *args)))
 
     def _on_forward(self, module: Any, args: Any) -> None:
         if self._forward_start is None:

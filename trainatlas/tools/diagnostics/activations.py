@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from trainatlas.tools.diagnostics.base import Issue, check, fmt, need
-from trainatlas.tools.diagnostics.common import learned_well
+from trainatlas.tools.diagnostics.common import change_lr, learned_well
 from trainatlas.tools.diagnostics.gradients import param_layers, per_layer
 from trainatlas.tools.robust import buckets, median, window
 from trainatlas.tools.rundata import RunData
@@ -60,23 +60,36 @@ def dead_relu(data: RunData) -> Issue | None:
     worst = max(flagged, key=flagged.get)
     first = None
     rows = layers[worst]
-    hits = np.flatnonzero(np.asarray(rows["act_dead_frac"], float) > DEAD_LAYER)
+    series = np.asarray(rows["act_dead_frac"], float)
+    hits = np.flatnonzero(series > DEAD_LAYER)
     if len(hits):
         first = int(rows["step"][hits[0]])
+    # Dead from the first sampled step: the initialization. Alive then, dead later: the updates
+    # killed them, which a learning rate far too high does (one large step pushes biases negative).
+    died_training = bool(len(hits) and hits[0] > 0)
+    if died_training:
+        cause = f"They were alive at step {int(rows['step'][0])} and died by step {first}: the updates killed them."
+        fix = (
+            f"{change_lr(data, 0.1, first).capitalize()} (a step that large pushes units where no input "
+            "activates them), or clip gradients; LeakyReLU(0.01)/GELU cannot die this way."
+        )
+    else:
+        cause = "They were dead from the first sampled step: the initialization."
+        fix = (
+            "Initialize biases at 0 (or small positive) and weights with kaiming_normal_(nonlinearity='relu'); "
+            "or switch to LeakyReLU(0.01)/GELU."
+        )
     return Issue(
         code="dead_relu",
         severity="critical" if flagged[worst] >= DEAD_ALL else "warning",
         title="Dead ReLUs",
         message=(
             f"{len(flagged)} of {len(dead)} ReLU layer(s) have most units dead (zero for the whole batch); "
-            f"worst {worst}: {flagged[worst]:.0%} of units."
+            f"worst, layer '{worst}': {flagged[worst]:.0%} of units. {cause}"
         ),
-        evidence={"dead_fraction": flagged, "layers_checked": len(dead)},
+        evidence={"dead_fraction": flagged, "layers_checked": len(dead), "died_during_training": died_training},
         first_step=first,
-        fix_prompt=(
-            "Initialize biases at 0 (or small positive) and weights with kaiming_normal_(nonlinearity='relu'); "
-            "lower the learning rate; or switch to LeakyReLU(0.01)/GELU."
-        ),
+        fix_prompt=fix,
     )
 
 

@@ -30,6 +30,16 @@ GN_SPIKE_RATIO = 5.0
 # stale_gradients: >= 5 identical consecutive norms, or a norm that climbs steadily (rank
 # correlation >= 0.9) to >= 5x its start, the signature of gradients never zeroed.
 STALE_REPEATS = 5
+# Or, seen directly (grad/carried_over, the Observer's probe): the gradient is not reset between
+# optimizer steps. After zero_grad() the left-over is exactly 0; without, it is the whole last
+# gradient (a ratio near 1 and above). Half the probes, of at least 3, rules out a reset skipped
+# now and then on purpose (a step skipped by a GradScaler, say).
+CARRIED_MIN_PROBES = 3
+ZERO_GRAD_FIX = (
+    "Call optimizer.zero_grad(set_to_none=True) once per step before loss.backward() (or after "
+    "optimizer.step()); with gradient accumulation, zero after each optimizer step."
+)
+CARRIED_SHARE = 0.5
 ACCUMULATE_CORR = 0.9
 ACCUMULATE_GROWTH = 5.0
 # update_ratio_out_of_range: |dW|/|W| per step; about 1e-3 is healthy (cs231n); DeepDiagnosis
@@ -230,9 +240,36 @@ def gradient_norm_spike(data: RunData) -> Issue | None:
     )
 
 
+def _carried_over(data: RunData) -> Issue | None:
+    probes = data.series("grad/carried_over").finite()
+    if len(probes) < CARRIED_MIN_PROBES:
+        return None
+    kept = probes.values > 0
+    if kept.mean() < CARRIED_SHARE:
+        return None
+    first = int(probes.steps[np.argmax(kept)])
+    return Issue(
+        code="stale_gradients",
+        severity="critical",
+        title="Gradients are never zeroed",
+        message=(
+            f"At {int(kept.sum())} of {len(probes)} checked steps the gradient of the previous step was still "
+            f"there when the next backward pass added to it (median {fmt(float(np.median(probes.values)))}x "
+            "the new gradient): every update follows the sum of all past gradients, not the current batch."
+        ),
+        evidence={"probes": len(probes), "carried": int(kept.sum()),
+                  "median_ratio": float(np.median(probes.values))},  # fmt: skip
+        first_step=first,
+        fix_prompt=ZERO_GRAD_FIX,
+    )
+
+
 @check("stale_gradients", "gradients")
 def stale_gradients(data: RunData) -> Issue | None:
     """Gradients that are never zeroed (norm climbs step after step) or never recomputed (repeats)."""
+    carried = _carried_over(data)
+    if carried is not None:
+        return carried
     gn = _grad_norm(data)
     need(len(gn) >= 10, f"only {len(gn)} gradient norms")
     v = gn.values
@@ -261,10 +298,7 @@ def stale_gradients(data: RunData) -> Issue | None:
             f"The gradient norm climbs steadily ({fmt(start)} -> {fmt(stop)}, {fmt(growth)}x, rank correlation "
             f"{corr:.2f}): gradients accumulate across steps because they are never zeroed."
         )
-        fix = (
-            "Call optimizer.zero_grad(set_to_none=True) once per step before loss.backward() (or after "
-            "optimizer.step()); with gradient accumulation, zero after each optimizer step."
-        )
+        fix = ZERO_GRAD_FIX
     else:
         return None
     return Issue(

@@ -68,6 +68,13 @@ OSC_SWING = 0.25
 OSC_NOISE = 4.0
 OSC_LEVEL = 0.1  # ... and 10% of the loss's level: a run stuck at chance wiggles, it does not oscillate
 OSC_TURNS = 6
+# A full evaluation does not see the batch-to-batch noise of the training loss, but it does see the
+# model itself swinging. With >= 8 evaluations the validation loss must swing too (>= 2 turns at its
+# own threshold), else the swings are the batches' (a noisy data set, small batches); so confirmed,
+# 2 cycles (4 turns) are enough.
+OSC_VAL_MIN_EVALS = 8
+OSC_VAL_TURNS = 2
+OSC_CONFIRMED_TURNS = 4
 # loss_plateau: < 1% relative improvement over the last 30% of the run (ReduceLROnPlateau uses a
 # 1e-4 relative threshold per epoch with patience 10).
 PLATEAU_WINDOW = 0.3
@@ -321,6 +328,18 @@ def _reversals(values: np.ndarray, threshold: float) -> list[int]:
     return pivots
 
 
+def _validation_turns(data: RunData) -> int | None:
+    """How often the validation loss turns by a swing of its own size; None with too few evaluations."""
+    key = data.val_loss_key
+    val = data.series(key).finite() if key else None
+    if val is None or len(val) < OSC_VAL_MIN_EVALS:
+        return None
+    level = median(np.abs(val.values))
+    drop = float(val.values[0] - np.min(val.values))
+    scale = drop if drop > 0.05 * level else level
+    return len(_reversals(val.values, max(OSC_SWING * scale, OSC_LEVEL * level)))
+
+
 @check("loss_oscillation", "loss")
 def loss_oscillation(data: RunData) -> Issue | None:
     """The smoothed loss keeps swinging up and down instead of descending."""
@@ -335,7 +354,9 @@ def loss_oscillation(data: RunData) -> Issue | None:
     threshold = max(OSC_SWING * scale, OSC_NOISE * noise, OSC_LEVEL * level)
     turns = _reversals(smooth, threshold)
     late = [i for i in turns if i >= len(b) // 2]
-    if len(turns) < OSC_TURNS or len(late) < OSC_TURNS // 2:
+    val_turns = _validation_turns(data)
+    needed = OSC_TURNS if val_turns is None else OSC_CONFIRMED_TURNS
+    if (val_turns is not None and val_turns < OSC_VAL_TURNS) or len(turns) < needed or len(late) < needed // 2:
         return None
     swings = np.abs(np.diff(smooth[turns]))
     period = float(np.median(np.diff(b.steps[turns]))) * 2 if len(turns) > 1 else float("nan")
@@ -347,7 +368,8 @@ def loss_oscillation(data: RunData) -> Issue | None:
         message=(
             f"The smoothed loss swung up and down {len(turns) // 2} times (typical swing {fmt(median(swings))}, "
             f"{median(swings) / scale:.0%} of the progress made; a cycle about every {period:.0f} steps), "
-            f"{len(late)} of its {len(turns)} turns in the second half of the run."
+            f"{len(late)} of its {len(turns)} turns in the second half of the run"
+            + (f"; the validation loss swings with it ({val_turns} turns)." if val_turns else ".")
         ),
         evidence={
             "reversals": len(turns),

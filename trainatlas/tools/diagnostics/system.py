@@ -45,6 +45,9 @@ THROUGHPUT_DROP = 0.7
 OUTLIER_FACTOR = 3.0
 OUTLIER_INFO = 0.02
 OUTLIER_WARNING = 0.30
+# ... or when the outliers' time above the median is a quarter of all step time, however few they
+# are: a stall every fifth step that triples the run's length is the run's main cost.
+OUTLIER_LOST_WARNING = 0.25
 # Contention: slow steps while other work holds the CPUs are not a training bug. Judged on the share
 # of this process's CPU demand spent queued for a CPU (cpu/runqueue_wait_percent; about 2% on a
 # quiet machine, about 50% with a busy loop on every core), else on the CPU share other processes
@@ -222,7 +225,13 @@ def step_time_instability(data: RunData) -> Issue | None:
         return None
     contention = _contention(data, float(st.steps[0]), float(st.steps[-1]))
     contended = contention is not None and contention >= CONTENDED
-    said = f"{share:.1%} of steps took more than {OUTLIER_FACTOR:g}x the median step time ({fmt(med)} s)"
+    slow = st.values > OUTLIER_FACTOR * med
+    lost = float(np.sum(st.values[slow] - med) / max(np.sum(st.values), 1e-12))
+    costly = share >= OUTLIER_WARNING or lost >= OUTLIER_LOST_WARNING
+    said = (
+        f"{share:.1%} of steps took more than {OUTLIER_FACTOR:g}x the median step time ({fmt(med)} s), "
+        f"{lost:.0%} of all step time lost to them"
+    )
     if contended:
         said += (
             f", on a machine busy with other work (this process waited for a CPU {contention:.0f}% of the time it "
@@ -230,12 +239,12 @@ def step_time_instability(data: RunData) -> Issue | None:
         )
     return Issue(
         code="step_time_instability",
-        severity="warning" if share >= OUTLIER_WARNING and not contended else "info",
+        severity="warning" if costly and not contended else "info",
         title="Unstable step time",
         message=said + ".",
-        evidence={"outlier_share": share, "median_step_s": med, "p99_step_s": float(np.quantile(st.values, 0.99)),
-                  "contention_percent": contention},  # fmt: skip
-        first_step=int(st.steps[np.argmax(st.values > OUTLIER_FACTOR * med)]),
+        evidence={"outlier_share": share, "lost_share": lost, "median_step_s": med,
+                  "p99_step_s": float(np.quantile(st.values, 0.99)), "contention_percent": contention},  # fmt: skip
+        first_step=int(st.steps[np.argmax(slow)]),
         fix_prompt=(
             "Check for periodic work inside the loop (checkpointing, evaluation, logging that syncs), other "
             "processes on the machine, and data-loader stalls; run torch.profiler around a slow step."
