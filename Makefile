@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 NPM_DIR := tests/npm
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-diagnosis clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,5 +42,11 @@ bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/diagnose_scale.py
 	.venv-bench/bin/python benchmarks/forecast_eval.py
 
+# The labelled diagnosis benchmark (benchmarks/diagnosis): trains its runs (about 5 minutes on two
+# cores), scores trainatlas and a W&B-style rule baseline, then does it again with every core busy.
+bench-diagnosis: $(VENV)/.installed
+	$(PY) benchmarks/diagnosis/score.py --root .bench/diagnosis --json .bench/diagnosis/quiet.json
+	$(PY) benchmarks/diagnosis/score.py --root .bench/diagnosis --hog --json .bench/diagnosis/hog.json
+
 clean:
-	rm -rf $(VENV) .venv-bench trainatlas-runs .pytest_cache $(NPM_DIR)/node_modules
+	rm -rf $(VENV) .venv-bench .bench trainatlas-runs .pytest_cache $(NPM_DIR)/node_modules

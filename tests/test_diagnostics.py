@@ -214,8 +214,9 @@ def test_missing_zero_grad_accumulates_gradients(root, seed, optimizer):
     """Under Adam the growing sum is normalised away (the curves look fine): the Observer sees the
     last step's gradient still in .grad when the next backward pass adds to it."""
     model = mlp()
+    opt = optimizer(model.parameters(), lr=0.01 if optimizer is torch.optim.SGD else 1e-3)
     run_id = record(root, f"no-zero-grad-{optimizer.__name__}-{seed}", seed=seed, model=model, zero_grad=False,
-                    optimizer=optimizer(model.parameters(), lr=0.01 if optimizer is torch.optim.SGD else 1e-3))  # fmt: skip
+                    optimizer=opt)  # fmt: skip
     stale = assert_found(root, run_id, "stale_gradients", {"critical"})
     assert "zero_grad" in stale.fix_prompt and stale.evidence["carried"] == stale.evidence["probes"] >= 25
 
@@ -362,6 +363,23 @@ def test_a_cache_growing_a_megabyte_a_step_is_a_leak(root):
     leak = assert_found(root, run_id, "memory_leak", {"warning"})
     assert leak.evidence["key"] == "mem/heap_bytes" and "MB per step" in leak.message
     assert 0.7e9 < leak.evidence["bytes_per_1000_steps"] < 1.3e9
+
+
+def test_a_leak_keeps_its_pace_when_other_memory_is_freed(root):
+    """1 MB a step kept, while a 400 MB buffer held since the start is freed halfway: memory drops
+    once, then climbs on at the same pace. The drop ends no leak."""
+    cache: list[torch.Tensor] = []
+    ballast = [torch.empty(100_000_000)]
+
+    def step(s: int) -> None:
+        cache.append(torch.randn(256, 1024))
+        if s == 600:
+            ballast.clear()
+
+    run_id = record(root, "leak-and-free", model=mlp(), steps=1200, flush_every_s=0.2, before_step=step)
+    cache.clear()
+    leak = assert_found(root, run_id, "memory_leak", {"warning"})
+    assert "did not stop it" in leak.message and 0.7e9 < leak.evidence["bytes_per_1000_steps"] < 1.3e9
 
 
 def test_slowing_steps_degrade_throughput(root):
