@@ -184,6 +184,21 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], Variants]] = {
     ]),
     "clipped-sgd": (HEALTHY, (), [{"variant": "clip-1", "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "clip": 1.0}]),
     "short-run": (HEALTHY, (), [{"variant": "60-steps", "steps": 60}]),
+    "late-start": (HEALTHY, (), [
+        {"variant": "adam", "schedule": "delayed", "steps": 500},
+        {"variant": "sgd-classes", "data": "classes", "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+         "schedule": "delayed", "steps": 500},
+    ]),
+    "noisy-labels": (HEALTHY, (), [{"variant": "digits", "bug": "noisy_labels"},
+                                   {"variant": "classes", "data": "classes", "bug": "noisy_labels"}]),
+    "more-architectures": (HEALTHY, (), [
+        {"variant": "gru-sgd-clipped", "model": "gru", "hidden": 32, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+         "clip": 1.0, "steps": 400},
+        {"variant": "transformer-smoothed", "model": "transformer", "optimizer": "adamw", "lr": 1e-3,
+         "schedule": "warmup_cosine", "label_smoothing": 0.1},
+        {"variant": "regression-wide-cosine", "data": "regression", "hidden": 256, "schedule": "cosine"},
+        {"variant": "cnn-batch-8", "model": "cnn", "batch": 8, "steps": 500},
+    ]),
 }
 
 

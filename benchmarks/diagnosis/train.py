@@ -36,7 +36,7 @@ class Spec:
     lr: float = 1e-3
     momentum: float = 0.0
     weight_decay: float = 0.0
-    schedule: str = ""  # "" | step | cosine | warmup_cosine | onecycle | cyclic | exhausted
+    schedule: str = ""  # "" | step | cosine | warmup_cosine | onecycle | cyclic | exhausted | delayed
     steps: int = 300
     batch: int = 64
     train_size: int = 0  # 0: all
@@ -161,6 +161,8 @@ def build_schedule(spec: Spec, opt: torch.optim.Optimizer) -> Any:
     if spec.schedule == "cyclic":
         period = int(dict(spec.extra).get("half_period", 50))
         return torch.optim.lr_scheduler.CyclicLR(opt, spec.lr / 100, spec.lr, step_size_up=period, cycle_momentum=False)
+    if spec.schedule == "delayed":  # a 100x lower rate for the first 40%: flat, then it learns
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.01 if step < 0.4 * n else 1.0)
     if spec.schedule in ("warmup_cosine", "exhausted"):
         warmup = max(1, n // 10)
 
@@ -193,8 +195,12 @@ def _plant(spec: Spec, model: nn.Module) -> None:
 
 
 def _labels(spec: Spec, y: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(spec.seed + 7)
     if spec.bug == "shuffled_labels":  # a broken join: labels unrelated to the inputs
-        return y[torch.randperm(len(y), generator=torch.Generator().manual_seed(spec.seed + 7))]
+        return y[torch.randperm(len(y), generator=gen)]
+    if spec.bug == "noisy_labels":  # 20% of the training labels wrong, as annotators make them: healthy
+        wrong = torch.rand(len(y), generator=gen) < 0.2
+        return torch.where(wrong, torch.randint(0, int(y.max()) + 1, y.shape, generator=gen), y)
     return y
 
 

@@ -55,9 +55,10 @@ OUTLIER_WARNING = 0.30
 OUTLIER_LOST_WARNING = 0.25
 # Contention: slow steps while other work holds the CPUs are not a training bug. Judged on the share
 # of this process's CPU demand spent queued for a CPU (cpu/runqueue_wait_percent; about 2% on a
-# quiet machine, about 50% with a busy loop on every core), else on the CPU share other processes
-# and the hypervisor took. A run whose median is above 20% was contended: its step-time outliers are
-# info. Throughput that fell while that share rose by 15 points is the machine's, not the run's.
+# quiet machine, about 50% with a busy loop on every core) and on the CPU share other processes
+# and the hypervisor took (under 5% on a quiet machine, 50% with one other busy process on two
+# cores). A run whose median is above 20% was contended: its step-time outliers are info.
+# Throughput that fell while that share rose by 15 points is the machine's, not the run's.
 CONTENDED = 20.0
 CONTENTION_RISE = 15.0
 # Timing checks need a run of some length: seconds of wall time say nothing about trends.
@@ -203,14 +204,15 @@ def throughput_degradation(data: RunData) -> Issue | None:
     early, late = median(fast.values), median(slow.values)
     if early <= 0 or late >= THROUGHPUT_DROP * early:
         return None
-    before = _contention(data, float(fast.steps[0]), float(fast.steps[-1]))
-    during = _contention(data, float(slow.steps[0]), float(slow.steps[-1]))
+    was = _contention(data, float(fast.steps[0]), float(fast.steps[-1]), neighbours=True)
+    now = _contention(data, float(slow.steps[0]), float(slow.steps[-1]), neighbours=True)
+    before, during = (was[0] if was else None), (now[0] if now else None)
     external = before is not None and during is not None and during - before >= CONTENTION_RISE
     said = f"Throughput {change(early, late)}, from {fmt(early)} to {fmt(late)} per second"
-    if external:
+    if was and now and external:
         said += (
-            f", while other work took the machine's CPUs: this process waited for a CPU {during:.0f}% of the time "
-            f"it asked for one in the slow part, {before:.0f}% before. That is contention from outside the training."
+            f", while other work took the machine's CPUs: in the slow part {now[1]}; before, {was[1]}. "
+            "That is contention from outside the training."
         )
     return Issue(
         code="throughput_degradation",
@@ -238,8 +240,9 @@ def step_time_instability(data: RunData) -> Issue | None:
     share = float(np.mean(st.values > OUTLIER_FACTOR * med))
     if share < OUTLIER_INFO:
         return None
-    contention = _contention(data, float(st.steps[0]), float(st.steps[-1]))
-    contended = contention is not None and contention >= CONTENDED
+    load = _contention(data, float(st.steps[0]), float(st.steps[-1]), neighbours=False)
+    contention = load[0] if load else None
+    contended = load is not None and load[0] >= CONTENDED
     slow = st.values > OUTLIER_FACTOR * med
     lost = float(np.sum(st.values[slow] - med) / max(np.sum(st.values), 1e-12))
     costly = share >= OUTLIER_WARNING or lost >= OUTLIER_LOST_WARNING
@@ -249,8 +252,8 @@ def step_time_instability(data: RunData) -> Issue | None:
     )
     if contended:
         said += (
-            f", on a machine busy with other work (this process waited for a CPU {contention:.0f}% of the time it "
-            "asked for one): contention from outside the training, not a training bug"
+            f", on a machine busy with other work ({load[1]}): contention from outside the training, "
+            "not a training bug"
         )
     return Issue(
         code="step_time_instability",
@@ -267,17 +270,27 @@ def step_time_instability(data: RunData) -> Issue | None:
     )
 
 
-def _contention(data: RunData, start: float, end: float) -> float | None:
-    """Median percent of the CPU time this process asked for that it spent queued, between two
-    steps (else the share of all CPUs other processes and steal took); None when not recorded."""
+def _contention(data: RunData, start: float, end: float, neighbours: bool) -> tuple[float, str] | None:
+    """How much other work held the machine between two steps, in percent, and the readings in words:
+    the median share of this process's CPU demand spent queued, and with ``neighbours`` the larger of
+    that and the median share of all CPUs that other processes and the hypervisor took. A neighbour
+    on the other hyper-thread of a core slows a whole run by a third without ever making it queue,
+    but it cannot make single steps 3x slower: outliers need the queueing. (Without the queueing
+    reading, the neighbours' share stands in.) None if neither was recorded."""
     queued = data.series("cpu/runqueue_wait_percent").finite()
-    if not len(queued):
-        others, steal = data.series("cpu/others_percent").finite(), data.series("cpu/steal_percent").finite()
-        if not len(others):
-            return None
-        queued = others if len(steal) != len(others) else Series(others.steps, others.values + steal.values)
-    inside = (queued.steps >= start) & (queued.steps <= end)
-    return median(queued.values[inside]) if inside.any() else None
+    others, steal = data.series("cpu/others_percent").finite(), data.series("cpu/steal_percent").finite()
+    if len(others) and len(steal) == len(others):
+        others = Series(others.steps, others.values + steal.values)
+    if len(queued) and not neighbours:
+        others = Series(others.steps[:0], others.values[:0])
+    found: list[tuple[float, str]] = []
+    for share, words in ((queued, "this process waited for a CPU {:.0f}% of the time it asked for one"),
+                         (others, "other processes took {:.0f}% of the CPUs")):  # fmt: skip
+        inside = (share.steps >= start) & (share.steps <= end)
+        if inside.any():
+            value = median(share.values[inside])
+            found.append((value, words.format(value)))
+    return (max(v for v, _ in found), " and ".join(w for _, w in found)) if found else None
 
 
 def _need_duration(data: RunData) -> None:
