@@ -207,12 +207,16 @@ def throughput_degradation(data: RunData) -> Issue | None:
     was = _contention(data, float(fast.steps[0]), float(fast.steps[-1]), neighbours=True)
     now = _contention(data, float(slow.steps[0]), float(slow.steps[-1]), neighbours=True)
     before, during = (was[0] if was else None), (now[0] if now else None)
-    external = before is not None and during is not None and during - before >= CONTENTION_RISE
+    # the machine's when the other work rose meanwhile, or held the CPUs all along (then every step
+    # time is the scheduler's as much as the run's, and a trend in them says nothing)
+    external = before is not None and during is not None and (
+        during - before >= CONTENTION_RISE or min(before, during) >= CONTENDED
+    )
     said = f"Throughput {change(early, late)}, from {fmt(early)} to {fmt(late)} per second"
     if was and now and external:
         said += (
             f", while other work took the machine's CPUs: in the slow part {now[1]}; before, {was[1]}. "
-            "That is contention from outside the training."
+            "That is contention from outside the training, not a training bug."
         )
     return Issue(
         code="throughput_degradation",
