@@ -89,6 +89,22 @@ def change_lr(data: RunData, factor: float, step: int | None = None) -> str:
     return f"{verb} the learning rate of param group 0 from {fmt(lr)} to {fmt(lr * factor)}"
 
 
+def last_good_step(curve: Series, trouble_step: int) -> int | None:
+    """The step of the lowest loss before ``trouble_step``: where the run stood before it went wrong."""
+    before = curve.finite()
+    before = before.values[before.steps < trouble_step], before.steps[before.steps < trouble_step]
+    return int(before[1][np.argmin(before[0])]) if len(before[0]) else None
+
+
+def restart(data: RunData, good_step: int | None) -> str:
+    """How to go on after a blow-up: from the last checkpoint saved by ``good_step`` when the run declares
+    its checkpoints (``RunData.checkpoint_steps``), else from the start; never from the step that blew up."""
+    saved = data.checkpoint_at_or_before(good_step) if good_step is not None else None
+    if saved is None:
+        return "restart training"
+    return f"resume from the checkpoint saved at step {saved} (the last by step {good_step}, before the trouble)"
+
+
 # A warm-up: the learning rate climbs at least 3x from its first value to its peak.
 WARMUP_RISE = 3.0
 

@@ -12,8 +12,10 @@ from trainatlas.tools.diagnostics.common import (
     MIN_CURVE_POINTS,
     change_lr,
     finite_prefix,
+    last_good_step,
     loss_curve,
     lr_at,
+    restart,
     span,
     train_loss,
     untrained_loss,
@@ -159,6 +161,7 @@ def nonfinite_loss(data: RunData) -> Issue | None:
     before = finite_prefix(loss)
     last_good = float(before.values[-1]) if len(before) else None
     lr = lr_at(data, first)
+    good = last_good_step(loss, first)
     return Issue(
         code="nonfinite_loss",
         severity="critical",
@@ -179,8 +182,7 @@ def nonfinite_loss(data: RunData) -> Issue | None:
         fix_prompt=(
             f"{change_lr(data, 0.1, first).capitalize()}, clip gradients with "
             "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) before optimizer.step(), check the loss "
-            "for log(0) or division by zero, and with fp16 use a GradScaler or bf16; restart from the last "
-            f"checkpoint before step {first}."
+            f"for log(0) or division by zero, and with fp16 use a GradScaler or bf16; then {restart(data, good)}."
         ),
     )
 
@@ -225,6 +227,7 @@ def loss_divergence(data: RunData) -> Issue | None:
     else:
         what = f"the loss rose from its best {fmt(best)} (step {int(b.steps[best_i])}) to {fmt(tail_level)}"
     lr = lr_at(data, first)
+    good = last_good_step(curve, first)
     return Issue(
         code="loss_divergence",
         severity="critical",
@@ -242,8 +245,7 @@ def loss_divergence(data: RunData) -> Issue | None:
         first_step=first,
         fix_prompt=(
             f"{change_lr(data, 0.1, first).capitalize()}"
-            + ", add a learning-rate warm-up and gradient clipping (max_norm=1.0), and resume from the "
-            f"checkpoint nearest step {int(b.steps[best_i])}."
+            + f", add a learning-rate warm-up and gradient clipping (max_norm=1.0), then {restart(data, good)}."
         ),
     )
 
