@@ -114,10 +114,10 @@ def loss_not_recognised(data: RunData) -> Issue | None:
         severity="info",
         title="No training loss recognised",
         message=(
-            f"None of the {len(data.keys)} logged keys is a training loss trainatlas recognises "
-            f"({', '.join(LOSS_KEYS)}, or two or more component losses such as train/box_loss and train/cls_loss), "
-            f"so the loss checks (divergence, spikes, plateau, no learning, ...) did not run and this "
-            f"diagnosis cannot call the run healthy.{seen}"
+            f"No training loss recognised among the {len(data.keys)} logged keys (looked for "
+            f"{', '.join(LOSS_KEYS)}, or two or more component losses such as train/box_loss and train/cls_loss): "
+            f"the loss checks (divergence, spikes, plateau, no learning, ...) did not run, so this diagnosis "
+            f"cannot call the run healthy.{seen}"
         ),
         evidence={"keys": len(data.keys), "loss_like_keys": lossy[:20], "recognised": list(LOSS_KEYS)},
         fix_prompt=(

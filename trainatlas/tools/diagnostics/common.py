@@ -102,7 +102,10 @@ def restart(data: RunData, good_step: int | None) -> str:
     saved = data.checkpoint_at_or_before(good_step) if good_step is not None else None
     if saved is None:
         return "restart training"
-    return f"resume from the checkpoint saved at step {saved} (the last by step {good_step}, before the trouble)"
+    return (
+        f"resume from the checkpoint saved at step {saved} (the last save by step {good_step}, where the loss was "
+        "lowest before it went wrong)"
+    )
 
 
 # A warm-up: the learning rate climbs at least 3x from its first value to its peak.
