@@ -98,14 +98,20 @@ def test_a_fix_that_goes_the_other_way_is_reworded_to_the_leading_one():
             "learning-rate range test), or switch SGD to Adam.", 0),
         fix("dead_relu", "warning", "Initialize biases at 0; lower the learning rate; or switch to GELU.", 9),
         fix("update_ratio_out_of_range", "warning", "Raise the learning rate until the ratio is near 1e-3.", 0),
+        fix("loss_plateau", "info", "If the validation metric has also stopped improving, stop here; otherwise "
+            "lower the learning rate of param group 0 from 0.5 to 0.05 (e.g. ReduceLROnPlateau(factor=0.1, "
+            "patience=10)).", 50),
     ]  # fmt: skip
     out = one_learning_rate_advice(issues)
     assert out[0] == issues[0] and out[2] == issues[2]  # the lead, and a fix that agrees with it
     assert out[1].fix_prompt == (
-        "Lower the learning rate of param group 0 from 1 to 0.1 as loss_divergence advises (or run a "
-        "learning-rate range test), or switch SGD to Adam."
+        "Lower the learning rate of param group 0 from 1 to 0.1 as loss_divergence advises, or switch SGD to Adam."
     )
     assert out[3].fix_prompt.startswith("Lower the learning rate of param group 0 from 1 to 0.1 as loss_divergence")
+    assert out[4].fix_prompt.endswith(  # same direction, another amount: its aside still holds
+        "otherwise lower the learning rate of param group 0 from 1 to 0.1 as loss_divergence advises (e.g. "
+        "ReduceLROnPlateau(factor=0.1, patience=10))."
+    )
     assert lr_instructions(out) == {(True, "1 -> 0.1"), (True, None)}
 
 
@@ -206,6 +212,7 @@ def test_a_run_without_a_recognised_loss_is_not_called_healthy(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "no issues found" not in out
     assert "info loss_not_recognised: No training loss recognised among the 4 logged" in out
+    assert not diagnose(Catalog(tmp_path), run_id, ["dead_relu"]).issues  # no loss check asked for
 
 
 # -- no_learning and loss_divergence -----------------------------------------------------------------

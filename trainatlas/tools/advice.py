@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from trainatlas.tools.answers import Issue
+from trainatlas.tools.diagnostics import CHECKS
 from trainatlas.tools.rundata import LOSS_KEYS, RunData
 
 NUM = r"-?\d(?:[\d.]*\d)?(?:e[+-]?\d+)?"
@@ -70,6 +71,19 @@ def _reworded(a: LRAdvice, lead: LRAdvice, code: str, text: str) -> str:
     return f"{said[0].upper()}{said[1:]}" if text[a.start].isupper() else said
 
 
+def _aside_end(text: str, end: int) -> int:
+    """Where a parenthesis right after an instruction ends ("... (e.g. ReduceLROnPlateau(factor=0.1))"):
+    it explains that change, so it goes when the change turns the other way."""
+    if not text.startswith(" (", end):
+        return end
+    depth = 0
+    for i in range(end + 1, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[i], 0)
+        if depth == 0:
+            return i + 1
+    return end
+
+
 def _lead(found: list[tuple[Issue, list[LRAdvice]]]) -> tuple[str, LRAdvice] | None:
     """The recommendation the diagnosis gives: the direction of the first issue that advises a change
     (issues come most severe and earliest first: the likeliest cause), with the amount of the first
@@ -86,7 +100,8 @@ def _lead(found: list[tuple[Issue, list[LRAdvice]]]) -> tuple[str, LRAdvice] | N
 
 def one_learning_rate_advice(issues: list[Issue]) -> list[Issue]:
     """The issues with one learning-rate recommendation between them (see ``_lead``): a fix that goes
-    the other way, or by another amount, is reworded to the lead's change; agreeing fixes are kept."""
+    the other way (with the aside that explains its change), or by another amount, is reworded to the
+    lead's change; agreeing fixes are kept."""
     found = [(issue, _found(issue.fix_prompt)) for issue in issues]
     lead = _lead(found)
     if lead is None:
@@ -97,15 +112,18 @@ def one_learning_rate_advice(issues: list[Issue]) -> list[Issue]:
         text = issue.fix_prompt
         for a in reversed(mine):
             if a is not advice and not _agrees(a, advice):
-                text = text[: a.start] + _reworded(a, advice, code, text) + text[a.end :]
+                end = a.end if a.lower == advice.lower else _aside_end(text, a.end)
+                text = text[: a.start] + _reworded(a, advice, code, text) + text[end:]
         out.append(issue if text == issue.fix_prompt else issue.model_copy(update={"fix_prompt": text}))
     return out
 
 
-def loss_not_recognised(data: RunData) -> Issue | None:
-    """An info issue when the run has no training loss trainatlas recognises: the checks that judge
-    the loss were skipped, so the diagnosis must not read as a clean bill of health."""
-    if data.loss_key is not None or not data.keys:
+def loss_not_recognised(data: RunData, codes: list[str] | None = None) -> Issue | None:
+    """An info issue when the run has no training loss trainatlas recognises and a loss check was asked
+    for (all are by default): those checks were skipped, so the diagnosis must not read as a clean bill
+    of health."""
+    asked = codes is None or any(CHECKS[c].family == "loss" for c in codes if c in CHECKS)
+    if data.loss_key is not None or not data.keys or not asked:
         return None
     lossy = sorted(k for k in data.keys if "loss" in k.lower())
     seen = f" Keys that look like losses: {', '.join(lossy[:8])}{', ...' if len(lossy) > 8 else ''}." if lossy else ""

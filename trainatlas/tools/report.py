@@ -19,7 +19,7 @@ def diagnose(catalog: Catalog, ref: str, codes: list[str] | None = None) -> Diag
     """Every check (or the chosen ones) on one run, with its health score, phase and advice."""
     data = RunData.load(catalog, ref)
     issues, skipped = run_checks(data, codes)
-    unjudged = loss_not_recognised(data)
+    unjudged = loss_not_recognised(data, codes)
     issues = one_learning_rate_advice(issues) + ([unjudged] if unjudged else [])
     phase = phase_history(data).phase
     remaining = eta(data)
