@@ -137,6 +137,22 @@ def test_resume_advice_names_a_known_checkpoint_saved_before_the_trouble(tmp_pat
         assert saved % 2 == 0 and saved <= by < issue.first_step  # before the trouble, never the step it began
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_overfitting_names_a_checkpoint_to_keep_only_when_one_was_saved(tmp_path, seed):
+    fixes = {}
+    for name, config in (("no-checkpoints", None), ("saves-every-20", {"save_steps": 20})):
+        torch.manual_seed(seed)
+        run_id = record(tmp_path, f"{name}-{seed}", seed=seed, model=mlp(hidden=256), train_size=40, lr=3e-3,
+                        config=config)  # fmt: skip
+        overfit = next(i for i in diagnose(Catalog(tmp_path), run_id).issues if i.code == "overfitting")
+        fixes[name] = (overfit.fix_prompt, overfit.evidence["best_step"])
+    text, best = fixes["no-checkpoints"]
+    assert "checkpoint from" not in text and text.startswith(f"Stop training at step {best}, where val/loss was best")
+    text, best = fixes["saves-every-20"]
+    saved = int(re.match(r"Keep the checkpoint saved at step (\d+) \(the last save by step", text)[1])
+    assert saved % 20 == 0 and best - 20 < saved <= best
+
+
 # -- finished runs -----------------------------------------------------------------------------------
 
 

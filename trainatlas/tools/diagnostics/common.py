@@ -102,10 +102,27 @@ def restart(data: RunData, good_step: int | None) -> str:
     saved = data.checkpoint_at_or_before(good_step) if good_step is not None else None
     if saved is None:
         return "restart training"
+    unit = _unit(data)
     return (
-        f"resume from the checkpoint saved at step {saved} (the last save by step {good_step}, where the loss was "
-        "lowest before it went wrong)"
+        f"resume from the checkpoint saved at {unit} {saved} (the last save by {unit} {good_step}, where the loss "
+        "was lowest before it went wrong)"
     )
+
+
+def keep_best(data: RunData, best_step: int, key: str) -> str:
+    """How to keep the best weights: the last declared checkpoint by ``best_step``, else early stopping
+    that saves them (naming a checkpoint the run may never have written would send the user looking)."""
+    saved, unit = data.checkpoint_at_or_before(best_step), _unit(data)
+    if saved is None:
+        return (
+            f"Stop training at {unit} {best_step}, where {key} was best (early stopping on {key}, with a checkpoint "
+            "saved at each evaluation to keep the best weights)"
+        )
+    return f"Keep the checkpoint saved at {unit} {saved} (the last save by {unit} {best_step}, where {key} was best)"
+
+
+def _unit(data: RunData) -> str:
+    return "epoch" if steps_are_epochs(data) else "step"
 
 
 # A warm-up: the learning rate climbs at least 3x from its first value to its peak.

@@ -12,6 +12,7 @@ from trainatlas.tools.diagnostics.common import (
     MIN_CURVE_POINTS,
     change_lr,
     finite_prefix,
+    keep_best,
     last_good_step,
     loss_curve,
     lr_at,
@@ -734,8 +735,8 @@ def overfitting(data: RunData) -> Issue | None:
         },  # fmt: skip
         first_step=best_step,
         fix_prompt=(
-            f"Keep the checkpoint from step {best_step} and stop there (early stopping on {key}); to train "
-            f"longer, add regularization: weight decay 0.01-0.1, dropout, data augmentation, or more data."
+            f"{keep_best(data, best_step, key)}; to train longer, add regularization: weight decay 0.01-0.1, "
+            "dropout, data augmentation, or more data."
         ),
     )
 
