@@ -172,7 +172,7 @@ def phase_history(data: RunData) -> PhaseTracker:
     for w in seen:
         tracker.update(w)
     if data.finished and tracker.phase == "INITIALIZING":
-        why = "no training loss recognised"
+        why = "no training loss to follow"
         if seen:
             why = f"the run ended before its loss could be followed ({len(seen)} window(s))"
         previous = tracker.phase if tracker.transitions else None

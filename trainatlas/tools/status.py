@@ -11,7 +11,7 @@ import numpy as np
 from trainatlas.tools.answers import ETA, IMPROVEMENT_THRESHOLD, Advice, Savings  # noqa: F401 (re-exported)
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics.base import Issue
-from trainatlas.tools.diagnostics.common import steps_are_epochs
+from trainatlas.tools.diagnostics.common import step_unit
 from trainatlas.tools.forecast import Forecast, forecast_curve
 from trainatlas.tools.robust import window
 from trainatlas.tools.rundata import RunData
@@ -111,8 +111,7 @@ def savings(data: RunData, seconds: float, price_eur_per_t: float = CARBON_PRICE
 
 def ended(data: RunData) -> str:
     """How the run ended, in the units its log counts: 'the run completed all 300 planned steps'."""
-    status, done, total = data.run.get("status"), data.last_step, data.total_steps
-    unit = "epoch" if steps_are_epochs(data) else "step"
+    status, done, total, unit = data.run.get("status"), data.last_step, data.total_steps, step_unit(data)
     if total and done >= total:
         verb = "completed" if status in ("completed", "running") else f"{status} after"
         return f"the run {verb} all {total} planned {unit}s"
@@ -142,8 +141,7 @@ def advise(
         return Advice(recommendation="stop_now", reason=blocking[0].message,
                       best_step=best_step, best_value=best_value, savings=saved, threshold=threshold)  # fmt: skip
     if data.finished:
-        unit = "epoch" if steps_are_epochs(data) else "step"
-        best = f"; its best {predicted[0]} was {best_value:.4g} at {unit} {best_step}" if predicted else ""
+        best = f"; its best {predicted[0]} was {best_value:.4g} at {step_unit(data)} {best_step}" if predicted else ""
         return Advice(recommendation="finished", reason=ended(data) + best,
                       best_step=best_step, best_value=best_value, threshold=threshold)  # fmt: skip
     if predicted is None or remaining is None:

@@ -91,9 +91,11 @@ def change_lr(data: RunData, factor: float, step: int | None = None) -> str:
 
 def last_good_step(curve: Series, trouble_step: int) -> int | None:
     """The step of the lowest loss before ``trouble_step``: where the run stood before it went wrong."""
-    before = curve.finite()
-    before = before.values[before.steps < trouble_step], before.steps[before.steps < trouble_step]
-    return int(before[1][np.argmin(before[0])]) if len(before[0]) else None
+    finite = curve.finite()
+    earlier = finite.steps < trouble_step
+    if not earlier.any():
+        return None
+    return int(finite.steps[earlier][np.argmin(finite.values[earlier])])
 
 
 def restart(data: RunData, good_step: int | None) -> str:
@@ -102,7 +104,7 @@ def restart(data: RunData, good_step: int | None) -> str:
     saved = data.checkpoint_at_or_before(good_step) if good_step is not None else None
     if saved is None:
         return "restart training"
-    unit = _unit(data)
+    unit = step_unit(data)
     return (
         f"resume from the checkpoint saved at {unit} {saved} (the last save by {unit} {good_step}, where the loss "
         "was lowest before it went wrong)"
@@ -112,7 +114,7 @@ def restart(data: RunData, good_step: int | None) -> str:
 def keep_best(data: RunData, best_step: int, key: str) -> str:
     """How to keep the best weights: the last declared checkpoint by ``best_step``, else early stopping
     that saves them (naming a checkpoint the run may never have written would send the user looking)."""
-    saved, unit = data.checkpoint_at_or_before(best_step), _unit(data)
+    saved, unit = data.checkpoint_at_or_before(best_step), step_unit(data)
     if saved is None:
         return (
             f"Stop training at {unit} {best_step}, where {key} was best (early stopping on {key}, with a checkpoint "
@@ -121,7 +123,8 @@ def keep_best(data: RunData, best_step: int, key: str) -> str:
     return f"Keep the checkpoint saved at {unit} {saved} (the last save by {unit} {best_step}, where {key} was best)"
 
 
-def _unit(data: RunData) -> str:
+def step_unit(data: RunData) -> str:
+    """What the run's step counter counts: ``epoch`` for an epoch-level log, else ``step``."""
     return "epoch" if steps_are_epochs(data) else "step"
 
 
