@@ -215,6 +215,10 @@ def test_component_losses_are_summed_when_no_total_is_logged(tmp_path, seed):
     skipped = {s.code for s in d.skipped}
     assert not {"loss_divergence", "loss_spikes", "no_learning"} & skipped
     assert "loss_not_recognised" not in {i.code for i in d.issues} and d.phase != "INITIALIZING"
+    mmdet = [(10 * i, r[1], r[2], 512.0) for i, r in enumerate(yolo_rows(seed))]  # fp16 loss_scale is no term
+    log = finished_log(write_csv(tmp_path / "mmdet.csv", "step,loss_cls,loss_bbox,loss_scale", mmdet))
+    d = diagnosed(tmp_path, log)
+    assert RunData.load(Catalog(tmp_path), d.run.run_id).loss_key == "loss_bbox+loss_cls"
 
 
 def test_a_run_without_a_recognised_loss_is_not_called_healthy(tmp_path, capsys):

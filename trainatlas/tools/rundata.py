@@ -61,9 +61,9 @@ VAL_LOSS_KEYS = ("val/loss", "eval/loss", "valid/loss", "val_loss", "eval_loss",
 # ``train/loss_<name>`` (YOLO's train/box_loss, cls_loss, dfl_loss, obj_loss) or ``loss_<name>``
 # (MMDet's loss_cls, loss_bbox, loss_mask).
 # Not terms: per-decoder-layer copies (``_0`` .. ``_5``) and ``_unscaled`` values, which the terms
-# already hold; ``_step``/``_epoch`` aggregates of one loss; adversaries (a GAN's Generator_loss and
-# Discriminator_loss), which are two objectives, not parts of one.
-COMPONENT_LOSS = re.compile(r"^(?:train/(?:\w+_loss|loss_\w+)|loss_[a-z]\w*)$")
+# already hold; ``_step``/``_epoch`` aggregates of one loss; the fp16 ``loss_scale``; adversaries (a
+# GAN's Generator_loss and Discriminator_loss), which are two objectives, not parts of one.
+COMPONENT_LOSS = re.compile(r"^(?:train/(?:\w+_loss|loss_(?!scale)\w+)|loss_(?!scale)[a-z]\w*)$")
 NOT_A_TERM = re.compile(r"(?:_\d+|_unscaled|_step|_epoch|_total|_avg|_mean)$")
 MIN_TERMS = 2
 # Checkpoint saves the run declares: events of kind ``checkpoint`` (their step), or a save interval in
