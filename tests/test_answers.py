@@ -113,6 +113,13 @@ def test_a_fix_that_goes_the_other_way_is_reworded_to_the_leading_one():
         "ReduceLROnPlateau(factor=0.1, patience=10))."
     )
     assert lr_instructions(out) == {(True, "1 -> 0.1"), (True, None)}
+    exhausted = [  # a schedule decayed to 0: the plateau check's "lower ... from 0 to 0" goes the other way
+        fix("update_ratio_out_of_range", "warning", "Raise the learning rate until the ratio is near 1e-3.", 0),
+        fix("loss_plateau", "info", "Stop here; otherwise lower the learning rate of param group 0 from 0 to 0 (e.g. "
+            "ReduceLROnPlateau(factor=0.1, patience=10)).", 50),
+    ]  # fmt: skip
+    reworded = one_learning_rate_advice(exhausted)[1].fix_prompt
+    assert reworded == "Stop here; otherwise raise the learning rate as update_ratio_out_of_range advises."
 
 
 # -- checkpoints -------------------------------------------------------------------------------------

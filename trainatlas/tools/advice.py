@@ -46,8 +46,9 @@ def _found(text: str) -> list[LRAdvice]:
             if any(a.start < m.end() and m.start() < a.end for a in taken):
                 continue  # part of a more specific instruction already found
             groups = m.groupdict()
-            if groups.get("to") is not None:
-                lower = float(groups["to"]) < float(groups["frm"])
+            if groups.get("to") is not None:  # the verb says the direction, else the numbers do
+                verb = groups.get("verb")
+                lower = verb.lower() == "lower" if verb else float(groups["to"]) < float(groups["frm"])
                 amount = f"{groups['frm']} -> {groups['to']}"
                 clause = f"{'lower' if lower else 'raise'} the learning rate of param group 0 from {groups['frm']} to "
                 clause += groups["to"]
