@@ -60,6 +60,7 @@ def record(
     eval_every: int = 20,
     setup: Callable[[nn.Module], None] | None = None,
     seed: int = 0,
+    config: dict[str, Any] | None = None,
     **observer: Any,
 ) -> str:
     """Train ``model`` on digits for ``steps`` steps under an Observer; returns the run id. ``seed``
@@ -73,7 +74,7 @@ def record(
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     observer.setdefault("carbon", False)
     observer.setdefault("sample_every", 20)
-    config = {"lr": lr, "batch_size": batch, "max_steps": steps, "num_classes": 10}
+    config = {"lr": lr, "batch_size": batch, "max_steps": steps, "num_classes": 10, **(config or {})}
     with trainatlas.Observer("tests", name, root, config,
                              **observer) as obs:  # fmt: skip
         obs.watch(model, opt, total_steps=steps)

@@ -294,6 +294,8 @@ def render_diagnosis(d: Any) -> None:
 
 
 def render_advice(advice: Any, remaining: Any) -> None:
+    from trainatlas.tools.answers import STOPPING
+
     if remaining is not None:
         console.print(
             f"ETA: {remaining.remaining_steps} steps, {_duration(remaining.seconds)} "
@@ -302,7 +304,7 @@ def render_advice(advice: Any, remaining: Any) -> None:
         )
     word = advice.recommendation.replace("_", " ")
     console.print(f"[bold]recommendation: {word}[/bold] - {escape(advice.reason)}", highlight=False)
-    if advice.savings and advice.recommendation != "continue":
+    if advice.savings and advice.recommendation in STOPPING:
         sv = advice.savings
         console.print(
             f"stopping now saves {_duration(sv.seconds)}, {sv.energy_kwh:.3g} kWh, {sv.co2_kg:.3g} kg CO2, "

@@ -34,9 +34,9 @@ likely cause first, the evidence (numbers and steps), and the concrete fix (use 
 
 Call training_status(run={run_id!r}) for the phase, ETA, forecast of the final metric and early-stop advice; \
 check diagnose for critical issues (a diverged or NaN run should stop now whatever the forecast says) and \
-sustainability_report for the energy and CO2. Answer: continue, consider stopping, or stop now; the \
-probability that the rest of the budget still improves the metric; the best step to keep; and what stopping \
-now saves in time, kWh, kg CO2 and EUR.
+sustainability_report for the energy and CO2. Answer: continue, consider stopping, or stop now (or that the \
+run has finished, when it trains no more); the probability that the rest of the budget still improves the \
+metric; the best step to keep; and what stopping now saves in time, kWh, kg CO2 and EUR.
 """,
     ),
     "compare_runs": (

@@ -18,6 +18,8 @@ GRADE_RULE = (
     "one grade lower when >= 30% of the energy came after convergence, and one lower for an idle accelerator."
 )
 
+STOPPING = ("consider_stopping", "stop_now")  # the recommendations that quote what stopping now would save
+
 
 class Issue(BaseModel):
     """One problem found in a run, with the figures it rests on and what to do about it."""
@@ -57,7 +59,9 @@ class Savings(BaseModel):
 
 
 class Advice(BaseModel):
-    recommendation: Literal["continue", "consider_stopping", "stop_now"]
+    recommendation: Literal["continue", "consider_stopping", "stop_now", "finished"] = Field(
+        description="finished: the run trains no more (it ended, or reached its planned length)"
+    )
     reason: str
     probability_of_improvement: float | None = Field(
         default=None, description="chance the remaining budget improves the main metric by more than the threshold"

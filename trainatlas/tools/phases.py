@@ -1,5 +1,6 @@
 """The training-phase state machine: INITIALIZING, WARMUP, LEARNING_FAST, STABLE_CONVERGENCE,
-PLATEAU, OVERFITTING_RISK, DIVERGING, CONVERGED.
+PLATEAU, OVERFITTING_RISK, DIVERGING, CONVERGED; and UNKNOWN for a finished run whose loss was too
+short (or absent) to follow: a run that trains no more is never still initializing.
 
 The run is cut into windows of equal length in steps; each window's median loss (and learning
 rate, validation metric) moves the machine. ``PhaseTracker`` consumes windows one by one, so a live
@@ -20,7 +21,7 @@ from trainatlas.tools.rundata import RunData
 
 PHASES = (
     "INITIALIZING", "WARMUP", "LEARNING_FAST", "STABLE_CONVERGENCE",
-    "PLATEAU", "OVERFITTING_RISK", "DIVERGING", "CONVERGED",
+    "PLATEAU", "OVERFITTING_RISK", "DIVERGING", "CONVERGED", "UNKNOWN",
 )  # fmt: skip
 WINDOWS = 25  # a run is followed in about this many windows
 MIN_WINDOW_STEPS = 20
@@ -121,8 +122,15 @@ class PhaseTracker:
 
 
 def window_steps(data: RunData) -> int:
+    """Steps per window: about ``WINDOWS`` windows over the planned length, at least ``MIN_WINDOW_STEPS``
+    (a live window needs points for its median). A finished run that this leaves with fewer than
+    ``2 * SMOOTH`` windows (a 25-epoch log) is cut finer, so its curve gets past the first windows."""
     planned = data.total_steps or 0
-    return max(MIN_WINDOW_STEPS, max(planned, data.last_step) // WINDOWS)
+    length = max(planned, data.last_step)
+    size = max(MIN_WINDOW_STEPS, length // WINDOWS)
+    if data.finished and length // size < 2 * SMOOTH:
+        size = max(1, length // (2 * SMOOTH))
+    return size
 
 
 def windows(data: RunData, size: int | None = None) -> list[Window]:
@@ -160,6 +168,14 @@ def windows(data: RunData, size: int | None = None) -> list[Window]:
 
 def phase_history(data: RunData) -> PhaseTracker:
     tracker = PhaseTracker()
-    for w in windows(data):
+    seen = windows(data)
+    for w in seen:
         tracker.update(w)
+    if data.finished and tracker.phase == "INITIALIZING":
+        why = "no training loss to follow"
+        if seen:
+            why = f"the run ended before its loss could be followed ({len(seen)} window(s))"
+        previous = tracker.phase if tracker.transitions else None
+        tracker.transitions.append(Transition(data.last_step, "UNKNOWN", previous, why))
+        tracker.phase = "UNKNOWN"
     return tracker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trainatlas.tools.advice import loss_not_recognised, one_learning_rate_advice
 from trainatlas.tools.answers import Diagnosis, MetricForecast, RunRef, Status  # noqa: F401 (re-exported)
 from trainatlas.tools.diagnostics import health_score, run_checks
 from trainatlas.tools.phases import phase_history
@@ -18,6 +19,8 @@ def diagnose(catalog: Catalog, ref: str, codes: list[str] | None = None) -> Diag
     """Every check (or the chosen ones) on one run, with its health score, phase and advice."""
     data = RunData.load(catalog, ref)
     issues, skipped = run_checks(data, codes)
+    unjudged = loss_not_recognised(data, codes)
+    issues = one_learning_rate_advice(issues) + ([unjudged] if unjudged else [])
     phase = phase_history(data).phase
     remaining = eta(data)
     advice = advise(data, issues, phase, remaining, forecast(data))

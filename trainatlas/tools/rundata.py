@@ -8,6 +8,7 @@ scans every row); only runs too large for that are read key by key.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,20 @@ LOAD_ALL_ROWS = 10_000_000  # runs up to this many scalar rows are read in one p
 LOAD_ALL_KEYS = 255  # ... and up to this many keys (the key is read as a one-byte code)
 LOSS_KEYS = ("train/loss", "loss", "train_loss")
 VAL_LOSS_KEYS = ("val/loss", "eval/loss", "valid/loss", "val_loss", "eval_loss", "test/loss")
+# Component losses: detectors log their loss terms, and some (YOLOv5, Ultralytics) no total. Without a
+# total, two or more terms are summed and the sum is the run's loss: it is the objective the optimizer
+# minimises (both frameworks log each term with its weight applied). Terms are ``train/<name>_loss``,
+# ``train/loss_<name>`` (YOLO's train/box_loss, cls_loss, dfl_loss, obj_loss) or ``loss_<name>``
+# (MMDet's loss_cls, loss_bbox, loss_mask).
+# Not terms: per-decoder-layer copies (``_0`` .. ``_5``) and ``_unscaled`` values, which the terms
+# already hold; ``_step``/``_epoch`` aggregates of one loss; the fp16 ``loss_scale``; adversaries (a
+# GAN's Generator_loss and Discriminator_loss), which are two objectives, not parts of one.
+COMPONENT_LOSS = re.compile(r"^(?:train/(?:\w+_loss|loss_(?!scale)\w+)|loss_(?!scale)[a-z]\w*)$")
+NOT_A_TERM = re.compile(r"(?:_\d+|_unscaled|_step|_epoch|_total|_avg|_mean)$")
+MIN_TERMS = 2
+# Checkpoint saves the run declares: events of kind ``checkpoint`` (their step), or a save interval in
+# the config (Hugging Face ``save_steps``, unless ``save_strategy`` says otherwise, or a loop's own).
+CHECKPOINT_EVERY_KEYS = ("save_steps", "checkpoint_every", "save_every", "ckpt_every", "checkpoint_interval")
 
 
 class RunData:
@@ -130,11 +145,48 @@ class RunData:
 
     @property
     def loss_key(self) -> str | None:
-        return self.first_key(LOSS_KEYS)
+        """The training loss: a logged total (``LOSS_KEYS``), else the sum of two or more component
+        losses (``COMPONENT_LOSS``), named by its terms: ``train/box_loss+train/cls_loss+train/dfl_loss``."""
+        return self.first_key(LOSS_KEYS) or self._summed(self.loss_terms)
 
     @property
     def val_loss_key(self) -> str | None:
+        """The validation loss, when logged as a total. Validation terms are not summed: frameworks
+        compute them otherwise than the training terms (YOLOv5's val/obj_loss runs 2x its train/obj_loss
+        on a healthy run), so their sum is not comparable with the training loss."""
         return self.first_key(VAL_LOSS_KEYS)
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """The component losses summed into the training loss; empty when a total is logged or fewer
+        than two terms are."""
+
+        def compute() -> tuple[str, ...]:
+            if self.first_key(LOSS_KEYS):
+                return ()
+            terms = tuple(sorted(k for k in self.keys if COMPONENT_LOSS.match(k) and not NOT_A_TERM.search(k)))
+            return terms if len(terms) >= MIN_TERMS else ()
+
+        return self.memo("loss_terms", compute)
+
+    def _summed(self, terms: tuple[str, ...]) -> str | None:
+        """Register the sum of ``terms`` (at the steps where every term is logged) as a series."""
+        if not terms:
+            return None
+        key = "+".join(terms)
+        if key not in self._series:
+            parts = [self.series(t) for t in terms]
+            steps = parts[0].steps
+            for part in parts[1:]:
+                steps = np.intersect1d(steps, part.steps)
+            total = sum(p.values[np.searchsorted(p.steps, steps)] for p in parts)
+            self._series[key] = Series(steps, np.asarray(total, dtype=np.float64))
+        return key
+
+    @property
+    def logged_loss_key(self) -> str | None:
+        """A key the training loss is logged under (the first term of a summed loss): for SQL on rows."""
+        return self.first_key(LOSS_KEYS) or next(iter(self.loss_terms), None)
 
     @property
     def total_steps(self) -> int | None:
@@ -152,6 +204,35 @@ class RunData:
     @property
     def last_step(self) -> int:
         return int(self.run.get("steps") or 0)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run trains no more: it ended (completed, failed, crashed) or reached its planned length."""
+        total = self.total_steps
+        return self.run.get("status") != "running" or bool(total and self.last_step >= total)
+
+    @property
+    def checkpoint_steps(self) -> list[int]:
+        """The steps with a known checkpoint save (see ``CHECKPOINT_EVERY_KEYS``), in order; empty when
+        the run declares none, and then no advice may count on one."""
+
+        def compute() -> list[int]:
+            rows = self.catalog.con.execute(
+                f"SELECT DISTINCT step FROM {self.catalog.run_table('events', self.run_id)} WHERE kind = 'checkpoint'"
+            ).fetchall()
+            steps = {int(r[0]) for r in rows if r[0] is not None}
+            every = next((self.config[k] for k in CHECKPOINT_EVERY_KEYS if k in self.config), None)
+            saves = str(self.config.get("save_strategy", "steps")).lower() in ("steps", "intervalstrategy.steps")
+            if isinstance(every, int) and not isinstance(every, bool) and every > 0 and saves:
+                steps.update(range(every, self.last_step + 1, every))
+            return sorted(steps)
+
+        return self.memo("checkpoint_steps", compute)
+
+    def checkpoint_at_or_before(self, step: int) -> int | None:
+        """The last known checkpoint saved at or before ``step``."""
+        earlier = [s for s in self.checkpoint_steps if s <= step]
+        return earlier[-1] if earlier else None
 
     # -- layers --------------------------------------------------------------------------------------
 

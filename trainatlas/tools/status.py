@@ -11,6 +11,7 @@ import numpy as np
 from trainatlas.tools.answers import ETA, IMPROVEMENT_THRESHOLD, Advice, Savings  # noqa: F401 (re-exported)
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics.base import Issue
+from trainatlas.tools.diagnostics.common import step_unit
 from trainatlas.tools.forecast import Forecast, forecast_curve
 from trainatlas.tools.robust import window
 from trainatlas.tools.rundata import RunData
@@ -27,7 +28,7 @@ def step_times(data: RunData) -> np.ndarray:
     st = data.series("time/step_s").finite()
     if len(st) >= 10:
         return window(st, 0.7, 1.0).values
-    key = data.loss_key
+    key = data.logged_loss_key
     if key is None:
         return np.zeros(0)
     row = data.catalog.con.execute(
@@ -108,6 +109,15 @@ def savings(data: RunData, seconds: float, price_eur_per_t: float = CARBON_PRICE
                    + (" (default)" if intensity_estimated else " (measured)"))  # fmt: skip
 
 
+def ended(data: RunData) -> str:
+    """How the run ended, in the units its log counts: 'the run completed all 300 planned steps'."""
+    status, done, total, unit = data.run.get("status"), data.last_step, data.total_steps, step_unit(data)
+    if total and done >= total:
+        verb = "completed" if status in ("completed", "running") else f"{status} after"
+        return f"the run {verb} all {total} planned {unit}s"
+    return f"the run {status} at {unit} {done}" + (f" of {total} planned" if total else "")
+
+
 def advise(
     data: RunData,
     issues: list[Issue],
@@ -117,7 +127,8 @@ def advise(
     threshold: float = IMPROVEMENT_THRESHOLD,
     price_eur_per_t: float = CARBON_PRICE_EUR_PER_T,
 ) -> Advice:
-    """Continue, consider stopping, or stop now; with what stopping now would save."""
+    """Continue, consider stopping, or stop now, with what stopping now would save; ``finished`` once the
+    run trains no more (stop now still, when a critical issue says its result is broken)."""
     saved = savings(data, remaining.seconds, price_eur_per_t) if remaining and remaining.remaining_steps else None
     blocking = [i for i in issues if i.code in STOP_CODES and i.severity == "critical"]
     best_step = best_value = None
@@ -129,8 +140,9 @@ def advise(
     if blocking:
         return Advice(recommendation="stop_now", reason=blocking[0].message,
                       best_step=best_step, best_value=best_value, savings=saved, threshold=threshold)  # fmt: skip
-    if remaining is not None and remaining.remaining_steps == 0:
-        return Advice(recommendation="continue", reason="the run has reached its planned length",
+    if data.finished:
+        best = f"; its best {predicted[0]} was {best_value:.4g} at {step_unit(data)} {best_step}" if predicted else ""
+        return Advice(recommendation="finished", reason=ended(data) + best,
                       best_step=best_step, best_value=best_value, threshold=threshold)  # fmt: skip
     if predicted is None or remaining is None:
         if phase in ("CONVERGED", "OVERFITTING_RISK"):

@@ -7,6 +7,7 @@ from typing import Any
 
 from trainatlas.fmt import duration
 from trainatlas.fmt import number as _num
+from trainatlas.tools.answers import STOPPING
 from trainatlas.watch.alerts import Alerts
 from trainatlas.watch.watcher import Event, Snapshot, alertable, finite_or_none
 
@@ -40,7 +41,7 @@ def advice(snap: Snapshot, told: str = "") -> str:
     if rec.reason.split(": ", 1)[-1] not in told:
         text += f" ({rec.reason})"
     sv = rec.savings
-    if sv is not None and rec.recommendation != "continue":
+    if sv is not None and rec.recommendation in STOPPING:
         text += (
             f"; stopping now saves {duration(sv.seconds)}, {sv.energy_kwh:.2g} kWh, {sv.co2_kg:.2g} kg CO2, "
             f"EUR {sv.cost_eur:.2g}" + (" (estimated)" if sv.estimated else "")
@@ -80,7 +81,7 @@ def as_json(event: Event, snap: Snapshot) -> dict[str, Any]:
         "step_of": snap.total_steps,
         "eta": snap.status.eta.model_dump() if snap.status.eta else None,
         "recommendation": rec.recommendation,
-        "savings": rec.savings.model_dump() if rec.savings and rec.recommendation != "continue" else None,
+        "savings": rec.savings.model_dump() if rec.savings and rec.recommendation in STOPPING else None,
         "text": headline(event, snap),
     }
 

@@ -17,7 +17,7 @@ from trainatlas.watch.sources import Source
 
 RECHECK_S = 5.0  # re-analyse at least this often: a dead process changes nothing on disk
 PHASE_SEVERITY = {"DIVERGING": "critical", "OVERFITTING_RISK": "warning", "PLATEAU": "warning", "CONVERGED": "warning"}
-ADVICE_SEVERITY = {"stop_now": "critical", "consider_stopping": "warning", "continue": "info"}
+ADVICE_SEVERITY = {"stop_now": "critical", "consider_stopping": "warning", "continue": "info", "finished": "info"}
 END_SEVERITY = {"completed": "info"}  # failed, crashed: critical
 
 
@@ -109,7 +109,8 @@ def diff(before: Snapshot | None, now: Snapshot) -> list[Event]:
                 events.append(Event("resolved", code, "info", step, f"resolved {code} ({issue.title})",
                                     "the check no longer finds it"))  # fmt: skip
         rec, was = now.status.recommendation.recommendation, before.status.recommendation.recommendation
-        if rec != was:
+        ending = now.run_status != "running" and before.run_status == "running"
+        if rec != was and not (rec == "finished" and ending):  # the end line below tells it
             what = f"advice {was} -> {rec}".replace("_", " ")
             why = now.status.recommendation.reason
             title, _, message = why.partition(": ")

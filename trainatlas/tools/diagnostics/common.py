@@ -89,6 +89,45 @@ def change_lr(data: RunData, factor: float, step: int | None = None) -> str:
     return f"{verb} the learning rate of param group 0 from {fmt(lr)} to {fmt(lr * factor)}"
 
 
+def last_good_step(curve: Series, trouble_step: int) -> int | None:
+    """The step of the lowest loss before ``trouble_step``: where the run stood before it went wrong."""
+    finite = curve.finite()
+    earlier = finite.steps < trouble_step
+    if not earlier.any():
+        return None
+    return int(finite.steps[earlier][np.argmin(finite.values[earlier])])
+
+
+def restart(data: RunData, good_step: int | None) -> str:
+    """How to go on after a blow-up: from the last checkpoint saved by ``good_step`` when the run declares
+    its checkpoints (``RunData.checkpoint_steps``), else from the start; never from the step that blew up."""
+    saved = data.checkpoint_at_or_before(good_step) if good_step is not None else None
+    if saved is None:
+        return "restart training"
+    unit = step_unit(data)
+    return (
+        f"resume from the checkpoint saved at {unit} {saved} (the last save by {unit} {good_step}, where the loss "
+        "was lowest before it went wrong)"
+    )
+
+
+def keep_best(data: RunData, best_step: int, key: str) -> str:
+    """How to keep the best weights: the last declared checkpoint by ``best_step``, else early stopping
+    that saves them (naming a checkpoint the run may never have written would send the user looking)."""
+    saved, unit = data.checkpoint_at_or_before(best_step), step_unit(data)
+    if saved is None:
+        return (
+            f"Stop training at {unit} {best_step}, where {key} was best (early stopping on {key}, with a checkpoint "
+            "saved at each evaluation to keep the best weights)"
+        )
+    return f"Keep the checkpoint saved at {unit} {saved} (the last save by {unit} {best_step}, where {key} was best)"
+
+
+def step_unit(data: RunData) -> str:
+    """What the run's step counter counts: ``epoch`` for an epoch-level log, else ``step``."""
+    return "epoch" if steps_are_epochs(data) else "step"
+
+
 # A warm-up: the learning rate climbs at least 3x from its first value to its peak.
 WARMUP_RISE = 3.0
 

@@ -12,8 +12,11 @@ from trainatlas.tools.diagnostics.common import (
     MIN_CURVE_POINTS,
     change_lr,
     finite_prefix,
+    keep_best,
+    last_good_step,
     loss_curve,
     lr_at,
+    restart,
     span,
     train_loss,
     untrained_loss,
@@ -166,6 +169,7 @@ def nonfinite_loss(data: RunData) -> Issue | None:
     before = finite_prefix(loss)
     last_good = float(before.values[-1]) if len(before) else None
     lr = lr_at(data, first)
+    good = last_good_step(loss, first)
     return Issue(
         code="nonfinite_loss",
         severity="critical",
@@ -186,8 +190,7 @@ def nonfinite_loss(data: RunData) -> Issue | None:
         fix_prompt=(
             f"{change_lr(data, 0.1, first).capitalize()}, clip gradients with "
             "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) before optimizer.step(), check the loss "
-            "for log(0) or division by zero, and with fp16 use a GradScaler or bf16; restart from the last "
-            f"checkpoint before step {first}."
+            f"for log(0) or division by zero, and with fp16 use a GradScaler or bf16; then {restart(data, good)}."
         ),
     )
 
@@ -232,6 +235,7 @@ def loss_divergence(data: RunData) -> Issue | None:
     else:
         what = f"the loss rose from its best {fmt(best)} (step {int(b.steps[best_i])}) to {fmt(tail_level)}"
     lr = lr_at(data, first)
+    good = last_good_step(curve, first)
     return Issue(
         code="loss_divergence",
         severity="critical",
@@ -249,8 +253,7 @@ def loss_divergence(data: RunData) -> Issue | None:
         first_step=first,
         fix_prompt=(
             f"{change_lr(data, 0.1, first).capitalize()}"
-            + ", add a learning-rate warm-up and gradient clipping (max_norm=1.0), and resume from the "
-            f"checkpoint nearest step {int(b.steps[best_i])}."
+            + f", add a learning-rate warm-up and gradient clipping (max_norm=1.0), then {restart(data, good)}."
         ),
     )
 
@@ -754,8 +757,8 @@ def overfitting(data: RunData) -> Issue | None:
         },  # fmt: skip
         first_step=best_step,
         fix_prompt=(
-            f"Keep the checkpoint from step {best_step} and stop there (early stopping on {key}); to train "
-            f"longer, add regularization: weight decay 0.01-0.1, dropout, data augmentation, or more data."
+            f"{keep_best(data, best_step, key)}; to train longer, add regularization: weight decay 0.01-0.1, "
+            "dropout, data augmentation, or more data."
         ),
     )
 
