@@ -39,6 +39,9 @@ LEAK_FEW_SAMPLES = 10
 # leak: >= 80% of the sample-to-sample changes up, and their median pace, over the whole window,
 # as large a growth as above.
 LEAK_UP_SHARE = 0.8
+# The pace is read over 20 slices of the run: within a step memory jitters by the step's temporaries
+# (samples taken close together, as when the writer catches up, differ by that jitter alone).
+LEAK_PACE_SLICES = 20
 MEMORY_NAMES = {"mem/cuda_allocated_bytes": "CUDA memory allocated", "mem/heap_bytes": "Heap memory in use",
                 "mem/rss_bytes": "Resident memory"}  # fmt: skip
 # oom_risk: > 90% of device (or system) memory in use; critical above 97%.
@@ -118,15 +121,16 @@ def _climb(data: RunData, key: str, min_bytes: float) -> tuple[float, float, str
     if len(b) < LEAK_FEW_SAMPLES and not np.all(np.diff(b.values) > 0):
         return None
     start, end = median(window(b, 0, 0.1).values), median(window(b, 0.9, 1).values)
-    changes = np.diff(b.values)
+    coarse = buckets(s, LEAK_PACE_SLICES)
+    changes = np.diff(coarse.values)
     paced = float(np.median(changes)) * len(changes)  # the growth at the median pace
     up = changes > 0
-    if len(b) >= LEAK_FEW_SAMPLES and np.mean(up) >= LEAK_UP_SHARE and start > 0 and \
+    if len(coarse) >= LEAK_FEW_SAMPLES and np.mean(up) >= LEAK_UP_SHARE and start > 0 and \
             paced > LEAK_GROWTH * start and paced > min_bytes:  # fmt: skip
         how = f"up at {int(up.sum())} of {len(changes)} samples"
         if (~up).any():
             how += f"; a drop of {-float(changes.min()) / 1e6:.0f} MB meanwhile, other memory freed, did not stop it"
-        return float(b.values[0]), float(b.values[0]) + paced, how, int(b.steps[0])
+        return float(coarse.values[0]), float(coarse.values[0]) + paced, how, int(coarse.steps[0])
     if corr >= LEAK_CORR and start > 0 and end / start - 1 > LEAK_GROWTH and end - start > min_bytes:
         return start, end, f"rank correlation with step {corr:.2f}", int(b.steps[0])
     return None
