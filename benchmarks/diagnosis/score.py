@@ -6,6 +6,7 @@ healthy run is a false alarm when anything is. Goals (issue 10): recall >= 0.95,
 with any warning <= 2 %, also while a CPU hog loads every core (--hog).
 
 Usage: python benchmarks/diagnosis/score.py [--root DIR] [--jobs N] [--slice] [--hog] [--reuse] [--json FILE]
+       [--seeds 4,5,6]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from baseline import baseline_issues  # noqa: E402
-from suite import HEALTHY, regression_slice, specs  # noqa: E402
+from suite import HEALTHY, SEEDS, regression_slice, specs  # noqa: E402
 from train import Spec, train  # noqa: E402
 
 from trainatlas.store.catalog import Catalog  # noqa: E402
@@ -151,9 +152,11 @@ def main() -> None:
     parser.add_argument("--hog", action="store_true", help="train while a busy loop runs on every core")
     parser.add_argument("--reuse", action="store_true", help="keep runs already in --root")
     parser.add_argument("--json", type=Path, help="also write the outcomes here")
+    parser.add_argument("--seeds", help="other seeds than the benchmark's 0,1,2,3: a held-out draw, e.g. 4,5,6")
     args = parser.parse_args()
-    runs = regression_slice() if args.slice else list(specs())
-    root = args.root / ("hog" if args.hog else "quiet")
+    seeds = tuple(int(x) for x in args.seeds.split(",")) if args.seeds else SEEDS
+    runs = regression_slice() if args.slice else list(specs(seeds))
+    root = args.root / ("hog" if args.hog else "quiet") / ("seeds-" + "-".join(map(str, seeds)) if args.seeds else "")
     print(f"{len(runs)} runs in {len({s.family for s in runs})} families -> {root}", file=sys.stderr)
     hogs = _hogs() if args.hog else []
     try:
