@@ -211,8 +211,6 @@ def _before_step(spec: Spec, step: int, cache_: list) -> None:
         time.sleep(float(wait))
     if spec.bug == "slow_data":
         time.sleep(float(dict(spec.extra).get("wait", 0.01)))
-    elif spec.bug == "slowing":
-        time.sleep(0.002 + step * 0.0001)
     elif spec.bug == "feature_cache":
         cache_.append(torch.randn(256, 1024))  # 1 MB a step, kept forever
 
@@ -280,6 +278,8 @@ def train(spec: Spec, root: Path) -> str:
                 schedule.step()
             if spec.bug == "stalls" and step % 5 == 0:
                 time.sleep(0.03)  # a periodic synchronous save or sync inside the step
+            elif spec.bug == "slowing":
+                time.sleep(0.002 + step * 0.0001)  # work inside the step that grows with the run
             obs.step(loss=loss, batch_size=spec.batch)
             if (step + 1) % 20 == 0:
                 _evaluate(obs, model, loss_fn, xv, yv, regression)

@@ -96,6 +96,11 @@ VAL_ACC_KEYS = ("val/acc", "val/accuracy", "eval/accuracy", "eval_accuracy", "va
 VAL_MIN_POINTS = 5  # ... and a validation loss that never improved 2% over >= 5 evaluations
 LATE_EVAL_PROGRESS = 0.5  # ... first evaluated before training made half its progress (else unknown)
 SLOW_REL = 0.15
+# ... and still falling at the end: over the last fifth of the run (its first and last 30%, whose
+# centres are 0.14 of the run apart), at >= 25% of the run's average pace, else it has levelled off.
+# Relative to the pace, not a fixed 0.5%: a run falling 3% at a steady pace falls only 0.4% there.
+SLOW_STILL_PACE = 0.25
+SLOW_TAIL_SPAN = 0.14
 # overfitting, judged against the validation series' own noise (the robust spread of its
 # evaluation-to-evaluation changes), so that a validation loss that moves by noise-level amounts is
 # never a finding whatever its scale: validation is worse than its best level by more than 3 noise sd
@@ -637,7 +642,7 @@ def slow_convergence(data: RunData) -> Issue | None:
     trend = spearman(b.steps, b.values)
     tail = window(b, 0.8, 1.0)
     still = (_level(tail, 0, 0.3) - _level(tail, 0.7, 1.0)) / max(abs(first), 1e-12)
-    if not (NO_LEARNING_REL <= rel < SLOW_REL and trend < -0.6 and still > 0.005):
+    if not (NO_LEARNING_REL <= rel < SLOW_REL and trend < -0.6 and still > SLOW_STILL_PACE * SLOW_TAIL_SPAN * rel):
         return None
     lr = lr_at(data)
     return Issue(
