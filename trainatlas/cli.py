@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("run", help=RUN_HELP)
 
+    p = sub.add_parser("events", help="a run's events, newest first: alerts, phase changes, lifecycle")
+    _add_common(p)
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--kind", action="append", dest="kinds", metavar="KIND",
+                   help="only this kind (repeatable): alert, phase, lifecycle, observer")  # fmt: skip
+    p.add_argument("--min-severity", choices=["info", "warning", "critical"], help="hide less severe events")
+    p.add_argument("--limit", type=int, default=100, help="at most this many events (default 100)")
+
     p = sub.add_parser("sql", help="run one read-only SELECT over runs, scalars, layers, events")
     _add_common(p)
     p.add_argument("query", help='e.g. "SELECT key, count(*) FROM scalars GROUP BY key"')
@@ -245,6 +253,28 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     details = run_details(_catalog(args), args.run)
     return _emit(args, details, lambda: render_details(details))
+
+
+# -- events ------------------------------------------------------------------------------------------
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from trainatlas.tools.series import list_events
+
+    result = list_events(_catalog(args), args.run, args.kinds, args.min_severity, args.limit)
+
+    def render() -> None:
+        events = result["events"]
+        console.print(f"{len(events)} event(s) of run {result['run_id']}, newest first", highlight=False)
+        for e in events:
+            style = SEVERITY_STYLE.get(e["severity"], "default")
+            what = "phase" if e["kind"] == "phase" else f"{e['kind']} {e['code']}:"  # a phase message names it
+            line = f"step {e['step']}: [{e['severity']}] {what} {e['message']}"
+            console.print(f"  [{style}]{escape(line)}[/{style}]", highlight=False, soft_wrap=True)
+        if result["truncated"]:
+            console.print(f"[yellow]only the newest {args.limit} are shown (--limit)[/yellow]")
+
+    return _emit(args, result, render)
 
 
 # -- sql ---------------------------------------------------------------------------------------------
@@ -574,6 +604,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 COMMANDS = {
     "runs": cmd_runs,
     "show": cmd_show,
+    "events": cmd_events,
     "sql": cmd_sql,
     "diagnose": cmd_diagnose,
     "status": cmd_status,
