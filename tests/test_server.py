@@ -171,6 +171,21 @@ async def test_every_tool_answers_on_real_runs(runs: dict[str, Any], http_url: s
         assert panels[0]["log_scale"] is True  # the exploding loss spans decades
 
 
+async def test_list_events_has_a_row_per_phase_transition(runs: dict[str, Any]) -> None:
+    """The design's promise, through a stdio client: each phase change is an event (kind phase), with
+    the alerts the run stored, newest first, and the same history `training_status` tells."""
+    async with connect("stdio", "modern", runs) as c:
+        for run in (runs["healthy"], runs["lr-too-high"]):
+            events = data(await c.call_tool("list_events", {"run": run}))["events"]
+            history = data(await c.call_tool("training_status", {"run": run}))["transitions"]
+            phases = [e for e in events if e["kind"] == "phase"]
+            assert [e["code"] for e in reversed(phases)] == [t["code"] for t in history] and history
+            assert [e["ts"] for e in events] == sorted((e["ts"] for e in events), reverse=True)
+        assert phases[0]["code"] == "DIVERGING" and {"alert", "lifecycle"} <= {e["kind"] for e in events}
+        only = data(await c.call_tool("list_events", {"run": runs["lr-too-high"], "kinds": ["phase"], "limit": 1}))
+        assert [e["code"] for e in only["events"]] == ["DIVERGING"] and only["truncated"]
+
+
 async def test_bad_arguments_get_errors_that_say_how_to_fix_them(runs: dict[str, Any], http_url: str) -> None:
     async with connect("http", "legacy", runs, http_url) as c:
         r = await c.call_tool("diagnose", {"run": "no-such-run"})

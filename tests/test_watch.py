@@ -4,6 +4,7 @@ Telegram and webhook fakes, `--once` with the `check` exit codes, `--auto` picki
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from scenarios import record
 from trainatlas.cli import main
 from trainatlas.demo import SCENARIOS, build
 from trainatlas.store.layout import iter_run_dirs
-from trainatlas.watch import Alerts, RunSource, Telegram, analyse, diff, notify
+from trainatlas.watch import Alerts, LogSource, RunSource, Telegram, Watcher, analyse, diff, notify
+from trainatlas.watch.watcher import RESOLVE_AFTER
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "987:watch-token"
@@ -85,7 +87,8 @@ def test_watch_follows_a_live_diverging_run_and_alerts_once(tmp_path):
         tg.close()
         hook.close()
     out = "".join(lines)
-    assert "lr-too-high @ step" in lines[0] and "watching, phase INITIALIZING" in lines[0], out + stderr
+    assert lines[0].startswith("--auto picked the newest run it found: ") and str(root) in lines[0], out + stderr
+    assert "lr-too-high @ step" in lines[1] and "watching, phase INITIALIZING" in lines[1], out + stderr
     assert "-> DIVERGING" in out and "new critical issue nonfinite_loss" in out
     assert "now: loss nan (best" in out and "health 0/100" in out and "ETA" in out
     assert "recommendation: stop now" in out and "stopping now saves" in out and "kg CO2" in out
@@ -137,11 +140,17 @@ def test_auto_picks_the_newest_run(finished, capsys):
     assert {e["run_id"] for e in json_lines(capsys.readouterr().out)} == {bad}
 
 
-def test_auto_waits_for_a_run_then_gives_up(tmp_path, capsys):
-    started = time.monotonic()
-    code = main(["watch", "--auto", "--root", str(tmp_path / "empty"), "--wait", "0.4", "--interval", "0.1", "--json"])
-    assert code == 2 and time.monotonic() - started >= 0.4
-    assert "no training log or run found within 0.4 s" in json.loads(capsys.readouterr().out)["error"]
+def test_auto_waits_for_a_run_then_gives_up_saying_where_it_looked(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "logs").mkdir()  # one of the usual places: searched, and named
+    code = main(["watch", "--auto", "--root", str(tmp_path / "empty"), "--wait", "0.4", "--interval", "0.1", "--json",
+                 "--base-dir", str(tmp_path / "typo")])  # fmt: skip
+    assert code == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error.startswith("--auto found no training log or run within 0.4 s; it looked for runs under ")
+    assert f"{tmp_path / 'empty'} (which does not exist)" in error
+    assert f"in {tmp_path}, {tmp_path / 'logs'} (the current directory" in error and "*.csv" in error
+    assert f"--base-dir {tmp_path / 'typo'} does not exist" in error and "trainatlas watch PATH" in error
 
 
 def test_auto_waits_for_a_run_to_appear(tmp_path, capsys):
@@ -235,3 +244,61 @@ def test_auto_finds_a_log_in_the_usual_places(tmp_path, capsys, monkeypatch):
     events = json_lines(capsys.readouterr().out)
     assert code in (0, 1) and events[0]["kind"] == "start"
     assert events[0]["run_id"].startswith("ingest-")
+
+
+def grow(log: Path, start: int, n: int, lr: float) -> int:
+    """Append ``n`` rows of a decaying loss at learning rate ``lr`` to a CSV log; the last step."""
+    with log.open("a") as f:
+        for step in range(start + 1, start + n + 1):
+            f.write(f"{step},{2.0 * math.exp(-step / 80) + 0.1:.6f},{lr}\n")
+    return start + n
+
+
+def test_an_issue_that_comes_and_goes_is_not_told_resolved_until_it_stays_away(tmp_path):
+    """A real CSV log grows between polls; its learning rate drops to ~0 (lr_schedule_exhausted), comes
+    back to a new peak (the check no longer fires), drops again, then stays up. The watch tells the
+    issue once, and resolved once, after RESOLVE_AFTER analyses of new rows in a row without it."""
+    log = tmp_path / "metrics.csv"
+    log.write_text("step,loss,lr\n")
+    step = grow(log, 0, 40, 1.0)
+    told: list = []
+    watcher = Watcher(LogSource(log, tmp_path / "runs"), lambda events, snap: told.extend(events))
+    watcher.poll()
+    found = []
+    for n, lr in [(20, 1e-5), (10, 2.0), (20, 1e-5), (10, 3.0), (10, 4.0), (10, 5.0), (10, 6.0)]:
+        step = grow(log, step, n, lr)
+        watcher.poll()
+        found.append("lr_schedule_exhausted" in {i.code for i in watcher.snapshot.diagnosis.issues})
+    assert found == [True, False, True, False, False, False, False]  # the check itself flaps
+    news = [(e.kind, e.step) for e in told if e.key == "lr_schedule_exhausted"]
+    assert news == [("issue", 60), ("resolved", 120)]  # missed at steps 100, 110, 120: resolved at the third
+    assert RESOLVE_AFTER == 3
+
+
+def test_max_time_ends_with_a_line_that_says_so(tmp_path):
+    """The real CLI on a log that is still being written (fresh, so 'running'): the watch stops at
+    --max-time, and its last line says that the time limit, not the run, ended it."""
+    log = tmp_path / "metrics.csv"
+    log.write_text("step,loss,lr\n")
+    grow(log, 0, 50, 0.1)
+    cmd = [sys.executable, "-m", "trainatlas", "watch", str(log), "--root", str(tmp_path / "runs"),
+           "--interval", "0.1", "--max-time", "0.5"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    text = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert text.returncode == 0, text.stderr
+    last = text.stdout.strip().splitlines()[-1]
+    assert "@ step 50: watch stopped: the time limit of 0.5 s was reached - the run is still running" in last
+    lines = json_lines(subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=120, env=env).stdout)
+    assert lines[-1]["kind"] == "stop" and lines[-1]["status"] == "running" and "time limit" in lines[-1]["what"]
+
+
+def test_the_watch_loop_runs_on_an_injected_clock(finished):
+    """``run(max_time_s)`` on a clock the test owns: a fixed number of polls, no real sleeping."""
+    root, ok, _ = finished
+    now = [0.0]
+    polls = []
+    watcher = Watcher(RunSource(ok, root), lambda events, snap: polls.append(events), interval_s=1.0,
+                      recheck_s=0.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
+    watcher.source.ends_on = ()  # keep watching the finished run until the time limit
+    watcher.run(max_time_s=3.0)
+    assert watcher.timed_out and now[0] == 3.0 and len(polls) == 1  # 4 analyses; news only at the first

@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("run", help=RUN_HELP)
 
+    p = sub.add_parser("events", help="a run's events, newest first: alerts, phase changes, lifecycle")
+    _add_common(p)
+    p.add_argument("run", help=RUN_HELP)
+    p.add_argument("--kind", action="append", dest="kinds", metavar="KIND",
+                   help="only this kind (repeatable): alert, phase, lifecycle, observer")  # fmt: skip
+    p.add_argument("--min-severity", choices=["info", "warning", "critical"], help="hide less severe events")
+    p.add_argument("--limit", type=int, default=100, help="at most this many events (default 100)")
+
     p = sub.add_parser("sql", help="run one read-only SELECT over runs, scalars, layers, events")
     _add_common(p)
     p.add_argument("query", help='e.g. "SELECT key, count(*) FROM scalars GROUP BY key"')
@@ -97,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("target", nargs="?", help="run id, run name, run directory, or training log file")
     p.add_argument("--auto", action="store_true", help="follow the newest training log or run")
-    p.add_argument("--base-dir", action="append", type=Path, help="where --auto also looks (repeatable)")
+    p.add_argument("--base-dir", action="append", type=Path,
+                   help="where --auto also looks, besides the current directory and the usual places (repeatable)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="with --auto: wait for one to appear")
     p.add_argument("--project", help="project for a log file's run (default: chosen by the ingester)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
@@ -245,6 +254,28 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     details = run_details(_catalog(args), args.run)
     return _emit(args, details, lambda: render_details(details))
+
+
+# -- events ------------------------------------------------------------------------------------------
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from trainatlas.tools.series import list_events
+
+    result = list_events(_catalog(args), args.run, args.kinds, args.min_severity, args.limit)
+
+    def render() -> None:
+        events = result["events"]
+        console.print(f"{len(events)} event(s) of run {result['run_id']}, newest first", highlight=False)
+        for e in events:
+            style = SEVERITY_STYLE.get(e["severity"], "default")
+            what = "phase" if e["kind"] == "phase" else f"{e['kind']} {e['code']}:"  # a phase message names it
+            line = f"step {e['step']}: [{e['severity']}] {what} {e['message']}"
+            console.print(f"  [{style}]{escape(line)}[/{style}]", highlight=False, soft_wrap=True)
+        if result["truncated"]:
+            console.print(f"[yellow]only the newest {args.limit} are shown (--limit)[/yellow]")
+
+    return _emit(args, result, render)
 
 
 # -- sql ---------------------------------------------------------------------------------------------
@@ -460,17 +491,24 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     import time
 
-    from trainatlas.watch import Alerts, Watcher, channels_from, narrate, newest, open_source
-    from trainatlas.watch.narrative import as_json, notify
+    from trainatlas.watch import Alerts, AutoSearch, Watcher, channels_from, narrate, newest, open_source
+    from trainatlas.watch.narrative import as_json, headline, notify
+    from trainatlas.watch.watcher import stop_event
 
     if args.auto == bool(args.target):
         return _fail(args, "give a run or a log file, or --auto")
     target = args.target
     if args.auto:
-        found = newest(args.base_dir, args.root, wait_s=args.wait, interval_s=args.interval)
+        search = AutoSearch.of(args.base_dir, args.root)
+        found = newest(search, wait_s=args.wait, interval_s=args.interval)
         if found is None:
-            return _fail(args, "no training log or run found" + (f" within {args.wait:g} s" if args.wait else ""))
+            waited = f" within {args.wait:g} s" if args.wait else ""
+            return _fail(args, f"--auto found no training log or run{waited}; {search.describe_places()}. "
+                               "Give the log file or run (trainatlas watch PATH), add --base-dir DIR, "
+                               "or --wait SECONDS for one to appear")  # fmt: skip
         target = str(found)
+        # stdout carries only event lines under --json: the pick goes to stderr there
+        Console(stderr=args.json).print(escape(search.describe_pick(found)), highlight=False, soft_wrap=True)
     alerts = Alerts(channels_from(args.telegram_token, args.telegram_chat, args.telegram_api, args.webhook),
                     cooldown_s=args.cooldown)  # fmt: skip
 
@@ -501,6 +539,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     snap = watcher.snapshot
     if snap is None:
         return _fail(args, "the run could not be analysed")
+    if watcher.timed_out:
+        stop = stop_event(snap, args.max_time)
+        if args.json:
+            print(json.dumps(as_json(stop, snap), default=str), flush=True)
+        else:
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(headline(stop, snap))}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
     blocking = {"critical"} if args.fail_on == "critical" else {"critical", "warning"}
     return 1 if any(i.severity in blocking for i in snap.diagnosis.issues) else 0
 
@@ -576,6 +621,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 COMMANDS = {
     "runs": cmd_runs,
     "show": cmd_show,
+    "events": cmd_events,
     "sql": cmd_sql,
     "diagnose": cmd_diagnose,
     "status": cmd_status,

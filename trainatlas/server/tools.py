@@ -214,7 +214,8 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         min_severity: Literal["info", "warning", "critical"] | None = None,
         limit: Annotated[int, Field(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
-        """A run's events, newest first: alerts (non-finite loss...), phase changes, channels switched off."""
+        """A run's events, newest first: alerts (non-finite loss...), phase changes (kind 'phase', replayed
+        from the loss curve, so not in query_sql's events table), channels switched off."""
         from trainatlas.tools.series import list_events as events_of
 
         return events_of(state.catalog(), run, kinds, min_severity, limit)

@@ -8,6 +8,7 @@ objects.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,4 +160,32 @@ def list_events(
     )
     names = [d[0] for d in cur.description]
     rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    if (not kinds or "phase" in kinds) and min_severity in (None, "info"):  # phase rows are info
+        rows += phase_events(catalog, run["run_id"])
+        rows.sort(key=lambda e: (e["ts"] or 0.0, e["step"] or 0), reverse=True)
     return {"run_id": run["run_id"], "events": rows[:limit], "truncated": len(rows) > limit}
+
+
+def phase_events(catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
+    """The run's phase transitions as event rows (kind ``phase``), replayed from its loss curve.
+
+    They are derived when asked, not stored: the phase windows are sized by the run's length, so a
+    live run's history is re-cut as it grows, and a stored row would contradict the replay."""
+    from trainatlas.tools.phases import phase_history
+    from trainatlas.tools.rundata import RunData
+
+    data = RunData.load(catalog, run_id)
+    transitions = phase_history(data).transitions
+    if not transitions:
+        return []
+    ts = dict(catalog.con.execute(
+        f"SELECT step, max(ts) FROM {data.scalars_table} WHERE list_contains(?, step) GROUP BY step",
+        [sorted({t.step for t in transitions})],
+    ).fetchall())  # fmt: skip
+    rows = []
+    for t in transitions:
+        event = t.as_event()
+        rows.append({"step": t.step, "ts": ts.get(t.step), "kind": event["kind"], "code": event["code"],
+                     "severity": event["severity"], "message": event["message"],
+                     "payload": json.dumps({"previous": t.previous, "reason": t.reason, "derived": True})})  # fmt: skip
+    return rows

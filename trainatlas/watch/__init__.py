@@ -2,10 +2,10 @@
 
 from trainatlas.watch.alerts import Alerts, Telegram, Webhook, channels_from
 from trainatlas.watch.narrative import narrate, notify
-from trainatlas.watch.sources import LogSource, RunSource, newest, open_source
+from trainatlas.watch.sources import AutoSearch, LogSource, RunSource, newest, open_source
 from trainatlas.watch.watcher import Event, Snapshot, Watcher, alertable, analyse, diff
 
 __all__ = [
-    "Alerts", "Event", "LogSource", "RunSource", "Snapshot", "Telegram", "Watcher", "Webhook",
+    "Alerts", "AutoSearch", "Event", "LogSource", "RunSource", "Snapshot", "Telegram", "Watcher", "Webhook",
     "alertable", "analyse", "channels_from", "diff", "narrate", "newest", "notify", "open_source",
 ]  # fmt: skip

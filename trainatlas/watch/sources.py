@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -81,20 +82,60 @@ def open_source(target: str, root: str | os.PathLike[str] | None = None, project
     return RunSource(target, root)
 
 
-def newest(
-    base_dirs: list[Path] | None = None,
-    root: str | os.PathLike[str] | None = None,
-    wait_s: float = 0.0,
-    interval_s: float = 1.0,
-) -> Path | None:
-    """The newest training log or run directory, waiting up to ``wait_s`` seconds for one to appear."""
-    from trainatlas.ingest import discover
+@dataclass
+class AutoSearch:
+    """Where ``watch --auto`` looks: training logs under ``log_dirs`` (looked up on each search: a
+    directory may appear while it waits), trainatlas runs under ``root``."""
 
+    extra_dirs: list[Path]  # --base-dir
+    root: Path
+
+    @classmethod
+    def of(cls, base_dirs: list[Path] | None = None, root: str | os.PathLike[str] | None = None) -> AutoSearch:
+        return cls([Path(d).expanduser() for d in base_dirs or []], resolve_root(root).expanduser())
+
+    @property
+    def log_dirs(self) -> list[Path]:
+        """The current directory and those of the usual places that exist now, plus --base-dir."""
+        from trainatlas.ingest.discover import default_base_dirs
+
+        return list(dict.fromkeys(default_base_dirs() + [d for d in self.extra_dirs if d.is_dir()]))
+
+    def newest(self) -> Path | None:
+        from trainatlas.ingest import discover
+
+        found = discover(base_dirs=self.log_dirs, root=self.root)
+        return Path(found[0]) if found else None
+
+    def describe_pick(self, path: Path) -> str:
+        what = "run" if (path / RUN_FILE).is_file() else "training log"
+        return f"--auto picked the newest {what} it found: {path}"
+
+    def describe_places(self) -> str:
+        """Where it looked, in words a user can check: the root, the directories, the file patterns."""
+        from trainatlas.ingest.discover import MAX_DEPTH, MIN_BYTES, SUFFIXES, USUAL_ABSOLUTE, USUAL_DIRS
+
+        root = f"{self.root}" + ("" if self.root.is_dir() else " (which does not exist)")
+        patterns = ", ".join(f"*{s}" for s in SUFFIXES) + ", *tfevents*"
+        usual = ", ".join([f"./{d}" for d in USUAL_DIRS] + list(USUAL_ABSOLUTE))
+        text = (
+            f"it looked for runs under {root} and for training logs ({patterns}; at least {MIN_BYTES} bytes, up to "
+            f"{MAX_DEPTH} directories deep, recognised by their content) in {', '.join(map(str, self.log_dirs))} "
+            f"(the current directory, those of {usual} that exist, and --base-dir)"
+        )
+        missing = [str(d) for d in self.extra_dirs if not d.is_dir()]
+        if missing:
+            text += f"; --base-dir {', '.join(missing)} does not exist"
+        return text
+
+
+def newest(search: AutoSearch, wait_s: float = 0.0, interval_s: float = 1.0) -> Path | None:
+    """The newest training log or run directory, waiting up to ``wait_s`` seconds for one to appear."""
     deadline = time.monotonic() + wait_s
     while True:
-        found = discover(base_dirs=base_dirs, root=resolve_root(root))
-        if found:
-            return Path(found[0])
+        found = search.newest()
+        if found is not None:
+            return found
         if time.monotonic() >= deadline:
             return None
         time.sleep(min(interval_s, max(0.0, deadline - time.monotonic())))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trainatlas.tools.diagnostics.base import SEVERITY_ORDER, Issue
@@ -19,11 +19,17 @@ RECHECK_S = 5.0  # re-analyse at least this often: a dead process changes nothin
 PHASE_SEVERITY = {"DIVERGING": "critical", "OVERFITTING_RISK": "warning", "PLATEAU": "warning", "CONVERGED": "warning"}
 ADVICE_SEVERITY = {"stop_now": "critical", "consider_stopping": "warning", "continue": "info", "finished": "info"}
 END_SEVERITY = {"completed": "info"}  # failed, crashed: critical
+# An issue is told resolved only once this many analyses of new data in a row have missed it. A check
+# near its threshold judges the latest windows of a noisy curve, so one batch of new rows can drop it
+# and the next bring it back: told as it is, that is a resolved line and a new alert each time. The
+# phase machine confirms a change over 2 windows (phases.CONFIRM); a resolution gets one more, as a
+# flap costs two messages. Analyses without new data do not count: they cannot confirm anything.
+RESOLVE_AFTER = 3
 
 
 @dataclass(frozen=True)
 class Event:
-    """One change worth telling: ``kind`` is start, issue, resolved, phase, recommendation or end;
+    """One change worth telling: ``kind`` is start, issue, resolved, phase, recommendation, end or stop;
     ``key`` names the signal for the alert cooldown (an issue code, ``phase:DIVERGING``)."""
 
     kind: str
@@ -47,6 +53,8 @@ class Snapshot:
     best_loss: float | None = None
     best_step: int | None = None
     total_steps: int | None = None
+    held: dict[str, Issue] = field(default_factory=dict)  # issues missed, but fewer than RESOLVE_AFTER times
+    missed: dict[str, int] = field(default_factory=dict)  # code -> analyses of new data in a row without it
 
     @property
     def run_status(self) -> str:
@@ -60,7 +68,28 @@ class Snapshot:
 
     @property
     def issues(self) -> dict[str, Issue]:
-        return {i.code: i for i in self.diagnosis.issues}
+        """The issues found now, and those held: missed too few times in a row to count as resolved."""
+        return {**self.held, **{i.code: i for i in self.diagnosis.issues}}
+
+
+def hold_missed(before: Snapshot | None, now: Snapshot, after: int = RESOLVE_AFTER) -> None:
+    """Carry into ``now`` the issues of ``before`` that fewer than ``after`` analyses of new data in a
+    row have missed, so they are not told resolved yet. Once the run has ended nothing is held: the
+    last analysis is the verdict."""
+    if before is None or now.run_status != "running":
+        return
+    found = {i.code for i in now.diagnosis.issues}
+    fresh = now.step > before.step
+    for code, issue in before.issues.items():
+        missed = before.missed.get(code, 0) + fresh
+        if code not in found and missed < after:
+            now.held[code], now.missed[code] = issue, missed
+
+
+def stop_event(snap: Snapshot, max_time_s: float) -> Event:
+    """The last line of a watch that ran out of time while the run went on."""
+    return Event("stop", "stop", "info", snap.step, f"watch stopped: the time limit of {max_time_s:g} s was reached",
+                 f"the run is still {snap.run_status}; --max-time sets the limit")  # fmt: skip
 
 
 def analyse(source: Source) -> Snapshot:
@@ -146,21 +175,27 @@ class Watcher:
         on_events: Callable[[list[Event], Snapshot], None],
         interval_s: float = 1.0,
         recheck_s: float = RECHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``clock`` and ``sleep`` are the time the watch runs on (a test passes its own)."""
         self.source = source
         self.on_events = on_events
         self.interval_s = interval_s
         self.recheck_s = recheck_s
+        self.clock, self.sleep = clock, sleep
         self.snapshot: Snapshot | None = None
-        self._analysed = 0.0
+        self.timed_out = False  # run() returned because max_time_s passed, not because the run ended
+        self._analysed = -math.inf
 
     def poll(self) -> list[Event]:
         """One round: ingest or look for new data, re-analyse if any landed (or the recheck is due)."""
         changed = self.source.update()
-        if not changed and time.monotonic() - self._analysed < self.recheck_s:
+        if not changed and self.clock() - self._analysed < self.recheck_s:
             return []
         now = analyse(self.source)
-        self._analysed = time.monotonic()
+        self._analysed = self.clock()
+        hold_missed(self.snapshot, now)
         events = diff(self.snapshot, now)
         self.snapshot = now
         if events:
@@ -173,10 +208,13 @@ class Watcher:
 
     def run(self, max_time_s: float | None = None) -> Snapshot | None:
         """Poll until the run ends (or ``max_time_s`` passes); the last analysis."""
-        deadline = None if max_time_s is None else time.monotonic() + max_time_s
+        deadline = None if max_time_s is None else self.clock() + max_time_s
         while True:
-            started = time.monotonic()
+            started = self.clock()
             self.poll()
-            if self.finished or (deadline is not None and time.monotonic() >= deadline):
+            if self.finished:
                 return self.snapshot
-            time.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+            if deadline is not None and self.clock() >= deadline:
+                self.timed_out = True
+                return self.snapshot
+            self.sleep(max(0.0, self.interval_s - (self.clock() - started)))
