@@ -42,7 +42,7 @@ bench: .venv-bench/.installed
 	.venv-bench/bin/python benchmarks/diagnose_scale.py
 	.venv-bench/bin/python benchmarks/forecast_eval.py
 
-# The labelled diagnosis benchmark (benchmarks/diagnosis): trains its runs (about 5 minutes on two
+# The labelled diagnosis benchmark (benchmarks/diagnosis): trains its runs (about 4 minutes on two
 # cores), scores trainatlas and a W&B-style rule baseline, then does it again with every core busy.
 bench-diagnosis: $(VENV)/.installed
 	$(PY) benchmarks/diagnosis/score.py --root .bench/diagnosis --json .bench/diagnosis/quiet.json

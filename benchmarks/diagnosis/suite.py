@@ -67,7 +67,7 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...], Variants]] = {
         {"variant": "mlp-256", "hidden": 256, "train_size": 40, "lr": 3e-3},
         {"variant": "classes", "data": "classes", "hidden": 256, "train_size": 60, "lr": 3e-3},
         {"variant": "cnn", "model": "cnn", "train_size": 40, "lr": 3e-3},
-        # 16 epochs of a warm-up to a high peak: val loss 26% above its best at the end (seen on all seeds)
+        # 16 epochs of a warm-up to a high peak: val loss ~26% above its best at the end (seeds 0-3)
         {"variant": "warmup-16-epochs", "data": "classes", "lr": 0.02, "schedule": "warmup_cosine", "steps": 600},
     ]),
     "lr-too-low": ("no_learning", ("no_learning", "update_ratio_out_of_range", "slow_convergence"), [
