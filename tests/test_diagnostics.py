@@ -221,6 +221,38 @@ def test_missing_zero_grad_accumulates_gradients(root, seed, optimizer):
     assert "zero_grad" in stale.fix_prompt and stale.evidence["carried"] == stale.evidence["probes"] >= 25
 
 
+class _AccumulatingOptimizer(torch.optim.Optimizer):
+    """As Accelerate's AcceleratedOptimizer under accelerator.accumulate(): step() is called on every
+    micro-batch and steps the wrapped optimizer only on every 4th (Accelerate is not installed here)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer, self.calls = optimizer, 0
+        super().__init__(optimizer.param_groups, optimizer.defaults)
+
+    def step(self, closure=None):
+        self.calls += 1
+        if self.calls % 4 == 0:
+            self.optimizer.step()
+
+
+def test_accumulation_behind_a_wrapper_that_skips_steps_is_not_stale(root):
+    model = mlp()
+    opt = _AccumulatingOptimizer(torch.optim.Adam(model.parameters(), lr=1e-3))
+    x, y, _, _ = digits()
+    with trainatlas.Observer("tests", "wrapped", root, carbon=False) as obs:
+        obs.watch(model, opt)
+        for micro in range(800):
+            rows = slice(micro % 20 * 64, micro % 20 * 64 + 64)
+            (nn.functional.cross_entropy(model(x[rows]), y[rows]) / 4).backward()
+            opt.step()
+            if opt.calls % 4 == 0:
+                opt.zero_grad()
+                obs.step(loss=torch.tensor(0.0))
+    carried = RunData.load(Catalog(root), obs.run_id).series("grad/carried_over")
+    assert len(carried) >= 15 and not carried.values.any()
+    assert "stale_gradients" not in issues(root, obs.run_id)
+
+
 def test_gradient_accumulation_zeroed_per_optimizer_step_is_not_stale(root):
     """Four backward passes per optimizer step, zeroed after each step: the intended pattern."""
     model = mlp()

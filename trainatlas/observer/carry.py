@@ -21,6 +21,7 @@ class CarryProbe:
     ``guard(fn, *args)`` runs the hooks' work so that a failure of ours never reaches the training."""
 
     def __init__(self, optimizer: Any, record: Callable[[int, Any], None], guard: Callable[..., Any]) -> None:
+        optimizer = innermost(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
         self._param = params[-1]
         self._record = record
@@ -51,9 +52,21 @@ class CarryProbe:
             handle.remove()
 
 
+def innermost(optimizer: Any) -> Any:
+    """The optimizer that really steps. Wrappers (Accelerate's AcceleratedOptimizer, Lightning's
+    LightningOptimizer) have their step called on every micro-batch and skip the real one while
+    gradients accumulate: hooked there, an intended accumulation would read as a missing zero_grad."""
+    for _ in range(4):
+        inner = getattr(optimizer, "optimizer", None) or getattr(optimizer, "_optimizer", None)
+        if inner is None or inner is optimizer or not hasattr(inner, "param_groups"):
+            break
+        optimizer = inner
+    return optimizer
+
 
 def applies(optimizer: Any) -> bool:
     """The probe needs an optimizer with step hooks (torch >= 2.0) and a trainable parameter."""
+    optimizer = innermost(optimizer)
     return hasattr(optimizer, "register_step_post_hook") and any(
         p.requires_grad for g in optimizer.param_groups for p in g["params"]
     )
