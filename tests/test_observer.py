@@ -410,6 +410,26 @@ def test_system_metrics_are_sampled(root):
     assert scalar_series(root, obs.run_id, "cpu/process_percent")
 
 
+def test_a_busy_data_loader_worker_is_the_runs_own_work_not_other_load():
+    """DataLoader workers are children of the training process: their CPU is the run's, so it is
+    not counted in cpu/others_percent (which would call the run contended)."""
+    import subprocess
+    import sys
+
+    from trainatlas.observer.system import SystemSampler
+
+    sampler = SystemSampler()
+    worker = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        sampler.sample()  # the worker's first reading starts its window
+        time.sleep(1.0)
+        assert sampler._children_percent() >= 30  # one busy core, whatever else the machine runs
+    finally:
+        worker.kill()
+        worker.wait()
+    assert sampler._children_percent() == 0 and not sampler._children
+
+
 def test_energy_and_carbon_from_codecarbon_offline(root, monkeypatch):
     pytest.importorskip("codecarbon")
     monkeypatch.setenv("TRAINATLAS_CARBON_COUNTRY", "FRA")

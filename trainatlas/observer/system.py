@@ -75,6 +75,7 @@ class SystemSampler:
         self._cpus = psutil.cpu_count() or 1
         self._heap = _heap_reader()
         self._queue = _RunQueueWait()  # None readings where there is no /proc (macOS, Windows)
+        self._children: dict[int, psutil.Process] = {}
         self._nvml: Any = None
         self._nvml_handles: list[Any] = []
         try:
@@ -110,6 +111,22 @@ class SystemSampler:
             values[f"gpu/{i}/power_w"] = self._nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
         return values
 
+    def _children_percent(self) -> float:
+        """CPU percent of this process's children since the last sample (DataLoader workers: the
+        training's own work, not other work on the machine). A child's first reading starts its window."""
+        total = 0.0
+        current: dict[int, psutil.Process] = {}
+        for child in self.process.children(recursive=True):
+            known = self._children.get(child.pid, child)
+            try:
+                reading = known.cpu_percent(None)
+            except psutil.Error:  # it ended meanwhile
+                continue
+            total += reading if child.pid in self._children else 0.0
+            current[child.pid] = known
+        self._children = current
+        return total
+
     def _machine_load(self, process_percent: float) -> dict[str, float]:
         """How much of the machine's CPU went to other processes (and, on a VM, to the hypervisor's
         steal) since the last sample, in percent of all CPUs: a slow step under such load is
@@ -117,7 +134,8 @@ class SystemSampler:
         times = psutil.cpu_times_percent(None)
         busy = 100.0 - times.idle - getattr(times, "iowait", 0.0)
         steal = float(getattr(times, "steal", 0.0))
-        others = max(0.0, busy - steal - process_percent / self._cpus)
+        own = process_percent + self._children_percent()
+        others = max(0.0, busy - steal - own / self._cpus)
         load = {"cpu/others_percent": others, "cpu/steal_percent": steal}
         waited = self._queue.share()
         if waited is not None:

@@ -36,8 +36,8 @@ LEAK_MIN_SAMPLES = 5
 LEAK_FEW_SAMPLES = 10
 # A leak keeps its pace when something else is freed meanwhile (an evaluation's buffers, a garbage
 # collection of an earlier model): one drop breaks a rank correlation but not the climb. So also a
-# leak: >= 80% of the sample-to-sample changes up, and their median pace, over the whole window,
-# as large a growth as above.
+# leak: memory up from one slice of the run to the next in >= 80% of them, and at their median pace
+# over the whole run as large a growth as above.
 LEAK_UP_SHARE = 0.8
 # The pace is read over 20 slices of the run: within a step memory jitters by the step's temporaries
 # (samples taken close together, as when the writer catches up, differ by that jitter alone).
@@ -60,8 +60,9 @@ OUTLIER_LOST_WARNING = 0.25
 # of this process's CPU demand spent queued for a CPU (cpu/runqueue_wait_percent; about 2% on a
 # quiet machine, about 50% with a busy loop on every core) and on the CPU share other processes
 # and the hypervisor took (under 5% on a quiet machine, 50% with one other busy process on two
-# cores). A run whose median is above 20% was contended: its step-time outliers are info.
-# Throughput that fell while that share rose by 15 points is the machine's, not the run's.
+# cores; DataLoader workers are the run's own). A run whose median is above 20% was contended: its
+# step-time outliers are info. Throughput that fell while that share rose by 15 points, or while it
+# stayed above 20%, is the machine's, not the run's.
 CONTENDED = 20.0
 CONTENTION_RISE = 15.0
 # Timing checks need a run of some length: seconds of wall time say nothing about trends.
@@ -127,7 +128,7 @@ def _climb(data: RunData, key: str, min_bytes: float) -> tuple[float, float, str
     up = changes > 0
     if len(coarse) >= LEAK_FEW_SAMPLES and np.mean(up) >= LEAK_UP_SHARE and start > 0 and \
             paced > LEAK_GROWTH * start and paced > min_bytes:  # fmt: skip
-        how = f"up at {int(up.sum())} of {len(changes)} samples"
+        how = f"up in {int(up.sum())} of {len(changes)} slices of the run"
         if (~up).any():
             how += f"; a drop of {-float(changes.min()) / 1e6:.0f} MB meanwhile, other memory freed, did not stop it"
         return float(coarse.values[0]), float(coarse.values[0]) + paced, how, int(coarse.steps[0])
