@@ -51,7 +51,9 @@ def answers(fn: Callable[..., T]) -> Callable[..., T]:
             with WORK_SLOTS:
                 result = fn(*args, **kwargs)
         except LookupError as exc:
-            raise ToolError(f"{exc}. Call list_runs to see the run ids.") from exc
+            from trainatlas.store.catalog import UnknownRun  # DuckDB: imported once a tool is called
+
+            raise ToolError(exc.answer if isinstance(exc, UnknownRun) else str(exc)) from exc
         except ValueError as exc:
             raise ToolError(str(exc)) from exc
         size = _size(result)
