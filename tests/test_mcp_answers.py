@@ -118,3 +118,31 @@ async def test_prompts_name_a_missing_argument_and_refuse_unknown_runs(runs: dic
         prompt = await c.get_prompt("postmortem", {"run_id": "lr-too-high"})
         assert "lr-too-high" in prompt.messages[0].content.text
 
+
+
+async def test_every_tool_is_typed_titled_described_and_annotated(runs: dict[str, Any], url: str) -> None:
+    async with connect("http", "legacy", runs, url) as c:
+        tools = (await c.list_tools()).tools
+    assert len(tools) == 14
+    for tool in tools:
+        schema = tool.output_schema or {}
+        assert schema.get("properties") and schema.get("additionalProperties") is not True, f"{tool.name}: {schema}"
+        assert tool.title and tool.title != tool.name.replace("_", " ").title(), tool.name  # written, not "Query Sql"
+        undocumented = [name for name, spec in tool.input_schema["properties"].items() if not spec.get("description")]
+        assert not undocumented, f"{tool.name}: {undocumented}"
+        hints = tool.annotations.model_dump()
+        assert None not in [hints[h] for h in ("read_only_hint", "destructive_hint", "idempotent_hint",
+                                                "open_world_hint")], tool.name  # fmt: skip
+
+
+async def test_plot_is_an_image_beside_typed_numbers(runs: dict[str, Any], url: str) -> None:
+    import base64
+
+    async with connect("http", "modern", runs, url) as c:
+        plot = await c.call_tool("plot_metrics", {"runs": [runs["newer"], runs["sick"]], "keys": ["train/loss"]})
+    image = next(block for block in plot.content if block.type == "image")
+    png = base64.b64decode(image.data)
+    info = data(plot)
+    assert info["png_bytes"] == len(png) and image.data not in str(info)
+    curve = info["panels"][0]["curves"][0]
+    assert curve["run_id"] == runs["newer"] and all(isinstance(row[0], int) for row in curve["data"])
