@@ -106,7 +106,7 @@ async def test_bad_arguments_come_back_one_line_per_field(runs: dict[str, Any], 
         assert_plain(text, runs["root"])
 
 
-async def test_prompts_name_a_missing_argument_and_refuse_unknown_runs(runs: dict[str, Any]) -> None:
+async def test_prompts_and_resources_name_what_is_missing(runs: dict[str, Any]) -> None:
     async with connect("stdio", "modern", runs) as c:
         with pytest.raises(MCPError, match="prompt 'diagnose_run' needs the argument run_id") as missing:
             await c.get_prompt("diagnose_run", {})
@@ -117,7 +117,9 @@ async def test_prompts_name_a_missing_argument_and_refuse_unknown_runs(runs: dic
             await c.get_prompt("compare_runs", {"run_ids": f"{runs['newer']}, zzz"})
         prompt = await c.get_prompt("postmortem", {"run_id": "lr-too-high"})
         assert "lr-too-high" in prompt.messages[0].content.text
-
+        with pytest.raises(MCPError) as unknown:
+            await c.read_resource("trainatlas://runs/nope")
+        assert str(unknown.value) == "no run 'nope' (call list_runs to see the run ids)"
 
 
 async def test_every_tool_is_typed_titled_described_and_annotated(runs: dict[str, Any], url: str) -> None:
@@ -146,3 +148,14 @@ async def test_plot_is_an_image_beside_typed_numbers(runs: dict[str, Any], url: 
     assert info["png_bytes"] == len(png) and image.data not in str(info)
     curve = info["panels"][0]["curves"][0]
     assert curve["run_id"] == runs["newer"] and all(isinstance(row[0], int) for row in curve["data"])
+
+
+def test_error_text_never_shows_the_root(tmp_path: Path) -> None:
+    """Whatever an analysis puts in an error (a run.json's path, say), the client sees paths relative to the root."""
+    from fastmcp import FastMCP
+
+    from trainatlas.server.errors import PlainErrors
+
+    plain = PlainErrors(FastMCP("t"), tmp_path)
+    text = plain.scrubbed(f"{tmp_path}/project=p/run=x/run.json: unreadable run.json; nothing else under {tmp_path}")
+    assert text == "project=p/run=x/run.json: unreadable run.json; nothing else under the root"

@@ -48,8 +48,8 @@ class RunSummary(BaseModel):
     run: RunBrief
     started_at: datetime | None
     ended_at: datetime | None
-    config: dict[str, Any] = Field(description="the run's config as logged")
-    environment: dict[str, Any] = Field(description="host, versions, devices")
+    config: dict[str, Any] | None = Field(description="the run's config as logged; null: none logged")
+    environment: dict[str, Any] | None = Field(description="host, versions, devices; null: not recorded")
     model: dict[str, Any] = Field(description="parameter counts and architecture, without the module list")
     optimizer: dict[str, Any] | None
     total_steps: int | None = Field(description="planned steps, when the run declared them")

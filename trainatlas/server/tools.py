@@ -42,11 +42,14 @@ WRITES = {"read_only_hint": False, "destructive_hint": False, "idempotent_hint":
 def reads(title: str) -> ToolAnnotations:
     return ToolAnnotations(title=title, **READ_ONLY)
 
+
 # plot_metrics answers a ToolResult (image content beside the data), so its schema is given, as fastmcp would make it
 PLOT_SCHEMA = compress_schema(PlotInfo.model_json_schema(mode="serialization"), prune_titles=True)
 RunArg = Annotated[
     str, Field(description="run id, a run name (the newest run of that name if several), or a unique run id prefix")
 ]
+PlotKeys = Annotated[list[str], Field(min_length=1, max_length=6, description="metric keys, one panel each")]
+OpenQuestions = Annotated[list[str], Field(max_length=20, description="what would change the belief")]
 T = TypeVar("T")
 
 
@@ -279,9 +282,7 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
     @answers
     def plot_metrics(
         runs: Annotated[list[str], Field(min_length=1, max_length=8, description="run ids or names")],
-        keys: Annotated[
-            list[str], Field(min_length=1, max_length=6, description="metric keys, one panel each")
-        ] = ["train/loss"],  # noqa: B006
+        keys: PlotKeys = ["train/loss"],  # noqa: B006
         smoothing: Annotated[float, Field(ge=0, lt=1, description="EMA weight; 0 = raw only")] = 0.9,
         log_scale: Annotated[bool | None, Field(description="default: log when a curve spans decades")] = None,
     ) -> ToolResult:
@@ -303,9 +304,7 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         hypothesis: Annotated[str, Field(min_length=1, max_length=2000, description="what is going on with the runs")],
         confidence: Annotated[float, Field(ge=0, le=1, description="0 = a guess, 1 = certain")],
         evidence: Annotated[list[str], Field(max_length=50, description="facts with numbers and steps")] = [],  # noqa: B006
-        open_questions: Annotated[
-            list[str], Field(max_length=20, description="what would change the belief")
-        ] = [],  # noqa: B006
+        open_questions: OpenQuestions = [],  # noqa: B006
         next_action: Annotated[str | None, Field(description="what the user should do next")] = None,
         question: Annotated[str | None, Field(description="the user's question this answers")] = None,
     ) -> notes.BeliefRecord:
