@@ -41,6 +41,7 @@ training_status gives phase, ETA, forecast and whether to stop; query_sql runs r
 
 def build_server(root: str | Path | None = None, token: str | None = None, poll_s: float | None = None) -> FastMCP:
     """The MCP server over ``root``; ``token`` requires ``Authorization: Bearer <token>`` over HTTP."""
+    from trainatlas.server.errors import PlainErrors
     from trainatlas.server.prompts import register_completions, register_prompts
     from trainatlas.server.resources import register_resources
     from trainatlas.server.tools import register_tools
@@ -66,9 +67,10 @@ def build_server(root: str | Path | None = None, token: str | None = None, poll_
         lifespan=lifespan,
         auth=_bearer(token) if token else None,
     )
+    mcp.add_middleware(PlainErrors(mcp, state.root))
     register_tools(mcp, state)
     register_resources(mcp, state)
-    register_prompts(mcp)
+    register_prompts(mcp, state)
     register_completions(mcp, state)
     subscriptions.install(mcp)
     return mcp

@@ -5,17 +5,34 @@ from typing import Annotated, Any
 
 import mcp_types as t
 from fastmcp import FastMCP
+from fastmcp.exceptions import PromptError
 from pydantic import Field
 
-from trainatlas.prompts import PROMPTS, render
+from trainatlas.prompts import PROMPTS
+from trainatlas.prompts import render as render_prompt
 from trainatlas.server.state import RootState
 
 RunId = Annotated[str, Field(description="run id or run name (the newest run of that name)")]
 Question = Annotated[str, Field(description="the user's question, in their words")]
 
 
-def register_prompts(mcp: FastMCP) -> None:
-    """Add diagnose_run, should_i_stop, compare_runs and postmortem to ``mcp``."""
+def register_prompts(mcp: FastMCP, state: RootState) -> None:
+    """Add diagnose_run, should_i_stop, compare_runs and postmortem to ``mcp``. Each refuses a run that is
+    not under the root: a prompt about a typo would send the model hunting for a run that does not exist."""
+
+    def render(name: str, runs: list[str], question: str) -> str:
+        from trainatlas.store.catalog import UnknownRun
+
+        catalog = state.catalog()
+        for run in runs:
+            try:
+                catalog.resolve(run)
+            except UnknownRun as exc:
+                raise PromptError(exc.answer) from exc
+        try:
+            return render_prompt(name, runs, question)
+        except ValueError as exc:
+            raise PromptError(str(exc)) from exc
 
     @mcp.prompt(description=PROMPTS["diagnose_run"][0])
     def diagnose_run(run_id: RunId, question: Question = "What is wrong with this run and what should I do?") -> str:

@@ -35,7 +35,9 @@ def register_resources(mcp: FastMCP, state: RootState) -> None:
         try:
             return fn(state.catalog(), *args)
         except LookupError as exc:
-            raise ResourceError(str(exc)) from exc
+            from trainatlas.store.catalog import UnknownRun
+
+            raise ResourceError(exc.answer if isinstance(exc, UnknownRun) else str(exc)) from exc
 
     @mcp.resource("trainatlas://runs", mime_type="application/json", description="every run, newest first")
     def runs() -> str:

@@ -194,14 +194,39 @@ class Catalog:
             by_path = [r for r in self.runs if r["path"] == resolved]
             if by_path:
                 return by_path[0]
-            raise LookupError(f"{ref} is a run directory outside the root {self.root}; pass --root")
+            raise UnknownRun(ref, self.root, [], outside=True)
         by_name = [r for r in self.runs if r["name"] == ref]
         if by_name:  # a script run twice gives two runs of one name: the name means the latest
             return max(by_name, key=_newest_first_key)
         prefix = [r for r in self.runs if r["run_id"].startswith(ref)]
         if len(prefix) == 1:
             return prefix[0]
-        raise LookupError(f"no run {ref!r} under {self.root} (try `trainatlas runs`)")
+        raise UnknownRun(ref, self.root, sorted(prefix, key=_newest_first_key, reverse=True))
+
+
+class UnknownRun(LookupError):
+    """``ref`` names no single run. ``str()`` is the command-line message (root path, CLI hint);
+    ``answer`` is the same fact for an MCP client, which has neither a shell nor the root's path."""
+
+    MAX_LISTED = 10  # an id prefix such as "2026" matches every run: name a few, count the rest
+
+    def __init__(self, ref: str, root: Path, matches: list[dict[str, Any]], outside: bool = False) -> None:
+        self.ref, self.matches, self.outside = ref, matches, outside
+        outside_root = f"outside the root {root}; pass --root"
+        super().__init__(self._describe(f" under {root}", outside_root, "try `trainatlas runs`"))
+
+    @property
+    def answer(self) -> str:
+        return self._describe("", "outside the served root", "call list_runs to see the run ids")
+
+    def _describe(self, under: str, outside: str, hint: str) -> str:
+        if self.outside:
+            return f"{self.ref} is a run directory {outside}"
+        if not self.matches:
+            return f"no run {self.ref!r}{under} ({hint})"
+        shown = ", ".join(f"{r['run_id']} ({r['name']})" for r in self.matches[: self.MAX_LISTED])
+        more = f" and {len(self.matches) - self.MAX_LISTED} more" if len(self.matches) > self.MAX_LISTED else ""
+        return f"{self.ref!r} matches {len(self.matches)} runs: {shown}{more}; give more of the run id"
 
 
 def _newest_first_key(run: dict[str, Any]) -> tuple[float, str]:

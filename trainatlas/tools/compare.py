@@ -67,6 +67,8 @@ def _aligned(key: str, da: RunData, db: RunData) -> dict[str, list[float | None]
 def compare(catalog: Catalog, ref_a: str, ref_b: str) -> Comparison:
     """Config diff, metrics side by side, aligned curves, diagnostic differences and a verdict."""
     da, db = RunData.load(catalog, ref_a), RunData.load(catalog, ref_b)
+    if da.run_id == db.run_id:
+        raise ValueError(f"run_a {ref_a!r} and run_b {ref_b!r} are both run {da.run_id}: compare it with another run")
     changes = _config_changes(da.config, db.config)
     main = main_metric(da) or main_metric(db)
     keys: list[tuple[str, bool]] = []

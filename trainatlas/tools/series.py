@@ -52,6 +52,8 @@ def metric_series(
     """Chosen keys of one run over a step range, at most ``max_points`` points per key."""
     if not 3 <= max_points <= MAX_POINTS:
         raise ValueError(f"max_points must be between 3 and {MAX_POINTS}, got {max_points}")
+    if start_step is not None and end_step is not None and start_step > end_step:
+        raise ValueError(f"start_step {start_step} is after end_step {end_step}: the range would be empty")
     run = catalog.resolve(ref)
     source = catalog.run_table("scalars", run["run_id"])
     lo = start_step if start_step is not None else -(2**62)
@@ -115,6 +117,7 @@ def layer_health(catalog: Catalog, ref: str, step: int | None = None, limit: int
             "note": note,
         }
     chosen = steps[-1] if step is None else max([s for s in steps if s <= step] or steps[:1])
+    substituted = step is not None and chosen != step
     cur = catalog.con.execute(f"SELECT * FROM {source} WHERE step = ? ORDER BY position, layer", [chosen])
     names = [d[0] for d in cur.description]
     layers = []
@@ -128,7 +131,19 @@ def layer_health(catalog: Catalog, ref: str, step: int | None = None, limit: int
     layers.sort(key=lambda r: -len(r["flags"]))
     return {"run_id": run["run_id"], "step": chosen, "sampled_steps": len(steps), "layers": layers[:limit],
             "truncated": len(layers) > limit,
-            "flag_meaning": {flag: meaning for flag, _, _, meaning in LAYER_FLAGS}}  # fmt: skip
+            "flag_meaning": {flag: meaning for flag, _, _, meaning in LAYER_FLAGS},
+            "note": _substitution_note(step, chosen, steps) if substituted else None}  # fmt: skip
+
+
+def _substitution_note(asked: int, chosen: int, steps: list[int]) -> str:
+    """Say which step is shown instead of the one asked for, and where the sampled steps are."""
+    where = "the nearest sampled step before it" if chosen < asked else "the first sampled step"
+    return (f"step {asked} was not sampled; showing step {chosen}, {where} "
+            f"({len(steps)} sampled steps from {steps[0]} to {steps[-1]})")  # fmt: skip
+
+
+# Kinds the observer writes, checkpoints a run declares, and the derived phase rows; an imported run may add its own.
+EVENT_KINDS = ("alert", "checkpoint", "lifecycle", "observer", "phase")
 
 
 def list_events(
@@ -146,6 +161,8 @@ def list_events(
         raise ValueError(f"min_severity must be one of {', '.join(order)}, got {min_severity!r}")
     run = catalog.resolve(ref)
     source = catalog.run_table("events", run["run_id"])
+    if kinds:
+        _check_kinds(catalog, source, kinds)
     where, params = ["TRUE"], []
     if kinds:
         where.append("list_contains(?, kind)")
@@ -164,6 +181,15 @@ def list_events(
         rows += phase_events(catalog, run["run_id"])
         rows.sort(key=lambda e: (e["ts"] or 0.0, e["step"] or 0), reverse=True)
     return {"run_id": run["run_id"], "events": rows[:limit], "truncated": len(rows) > limit}
+
+
+def _check_kinds(catalog: Catalog, source: str, kinds: list[str]) -> None:
+    """A misspelt kind would match nothing and look like a run without such events: refuse it, listing the kinds."""
+    stored = {k for (k,) in catalog.con.execute(f"SELECT DISTINCT kind FROM {source}").fetchall()}
+    valid = sorted(set(EVENT_KINDS) | stored)
+    unknown = [k for k in kinds if k not in valid]
+    if unknown:
+        raise ValueError(f"unknown event kind(s) {', '.join(map(repr, unknown))}; the kinds are: {', '.join(valid)}")
 
 
 def phase_events(catalog: Catalog, run_id: str) -> list[dict[str, Any]]:
