@@ -30,8 +30,8 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _common as C  # noqa: E402
-from diagnose_scale import write_run  # noqa: E402
+import _common as C
+from diagnose_scale import write_run
 
 SIZES = {"steps": (1_000_000, 100_000, "steps of the big run"), "reps": (10, 3, "cold starts of each server"),
          "calls": (10, 3, "sequential calls per tool"), "clients": (50, 10, "concurrent HTTP clients")}  # fmt: skip

@@ -133,7 +133,7 @@ def add_fixtures(mcp: FastMCP) -> None:
     @mcp.resource(
         "test://template/{id}/data", mime_type="application/json", description="conformance fixture: template"
     )
-    def template_data(id: str) -> str:  # noqa: A002 - the suite names the parameter id
+    def template_data(id: str) -> str:
         return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
 
     @mcp.resource("test://watched-resource", mime_type="text/plain", description="conformance fixture: subscribable")
@@ -149,7 +149,7 @@ def add_fixtures(mcp: FastMCP) -> None:
         return f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
 
     @mcp.prompt(description="conformance fixture: prompt with an embedded resource")
-    def test_prompt_with_embedded_resource(resourceUri: str) -> list[Message]:  # noqa: N803 - the suite's name
+    def test_prompt_with_embedded_resource(resourceUri: str) -> list[Message]:
         return [
             Message(embedded(resourceUri, "text/plain", "Embedded resource content for testing.")),
             Message("Please process the embedded resource above."),

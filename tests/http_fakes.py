@@ -39,7 +39,7 @@ class FakeEndpoint:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append(Request("POST", self.path, dict(self.headers), body, time.monotonic()))
                 time.sleep(fake.delay_s)

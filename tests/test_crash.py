@@ -103,3 +103,30 @@ def test_a_run_on_another_host_is_crashed_once_its_heartbeat_is_old():
     assert effective_status(fresh, now) == "running"
     assert effective_status(old, now) == "crashed"
     assert effective_status(dict(old, status="completed"), now) == "completed"
+
+
+IMPORT_ONLY = textwrap.dedent(
+    """
+    import atexit, os, sys
+    import duckdb, fastmcp, multiprocessing.util, numpy, pyarrow, torch  # their exit handlers are not ours
+    before = (sys.excepthook, atexit._ncallbacks(), dict(os.environ))
+    import trainatlas, trainatlas.observer.observer as observer, trainatlas.server.app
+    assert (sys.excepthook, atexit._ncallbacks(), dict(os.environ)) == before, "an import changed the process"
+    assert observer._libc.cache_info().misses == 0, "libc loaded at import"
+    sys.path.insert(0, {tests!r})
+    from conftest import observer as make_observer
+    first = make_observer({root!r}, name="a")
+    hook, handlers = sys.excepthook, atexit._ncallbacks()
+    assert hook is not before[0] and handlers == before[1] + 1
+    second = make_observer({root!r}, name="b")
+    assert (sys.excepthook, atexit._ncallbacks()) == (hook, handlers), "installed twice"
+    """
+)
+
+
+def test_importing_changes_nothing_and_the_first_observer_installs_the_exit_hooks_once(root):
+    code = IMPORT_ONLY.format(tests=str(Path(__file__).parent), root=str(root))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    con = trainatlas.open_catalog(root)
+    assert sorted(con.execute("SELECT name, status FROM runs").fetchall()) == [("a", "completed"), ("b", "completed")]

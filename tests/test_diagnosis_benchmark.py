@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks" / "diagnosis"))
 
-from score import HEALTHY, judge, mistakes, table  # noqa: E402
-from suite import FAMILIES, regression_slice, specs  # noqa: E402
-from train import train  # noqa: E402
+from score import HEALTHY, judge, mistakes, table
+from suite import FAMILIES, regression_slice, specs
+from train import train
 
 # Step-time trends follow the machine's load (a shared CI runner), not the training: a warning
 # from them on a healthy run is the machine's, and their own families may read as contention.

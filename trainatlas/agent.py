@@ -159,7 +159,7 @@ class _Loop:
         try:
             out = await mcp.call_tool(use["name"], use.get("input") or {}, raise_on_error=False)
             blocks, is_error = _blocks(out.content, self.cap), out.is_error
-        except Exception as exc:  # a protocol failure: tell the model instead of ending the conversation
+        except Exception as exc:  # noqa: BLE001 - a protocol failure: tell the model instead of ending the conversation
             blocks, is_error = [{"type": "text", "text": f"tool call failed: {exc}"}], True
         call = ToolCall(use["name"], use.get("input") or {}, is_error,
                         sum(len(b.get("text", "")) for b in blocks), round(time.perf_counter() - start, 3))  # fmt: skip

@@ -96,7 +96,7 @@ def train(scenario: Scenario, root: Any, steps: int, progress: Progress, task: A
 
 
 def run_demo(root: Any, steps: int, as_json: bool = False) -> int:
-    from trainatlas.cli import console, render_diagnosis, render_runs
+    from trainatlas.cli.rendering import console, render_diagnosis, render_runs
     from trainatlas.demo_mcp import ask_server
     from trainatlas.demo_mcp import render as render_mcp
     from trainatlas.tools.report import diagnose

@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from baseline import baseline_issues  # noqa: E402
-from suite import HEALTHY, SEEDS, regression_slice, specs  # noqa: E402
-from train import Spec, train  # noqa: E402
+from baseline import baseline_issues
+from suite import HEALTHY, SEEDS, regression_slice, specs
+from train import Spec, train
 
-from trainatlas.store.catalog import Catalog  # noqa: E402
-from trainatlas.tools.report import diagnose  # noqa: E402
-from trainatlas.tools.rundata import RunData  # noqa: E402
+from trainatlas.store.catalog import Catalog
+from trainatlas.tools.report import diagnose
+from trainatlas.tools.rundata import RunData
 
 FLAGGING = ("warning", "critical")
 

@@ -53,7 +53,7 @@ class ScalarWriter:
         import numpy as np
         import pyarrow as pa
 
-        from trainatlas.observer import columns as cols
+        from trainatlas.store import columns as cols
 
         self.dir.mkdir(parents=True, exist_ok=True)
         columns = {

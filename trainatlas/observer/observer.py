@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import math
 import os
 import sys
@@ -127,6 +128,7 @@ class Observer:
         self.recording = self._open_run_dir()
         if not self.recording:
             return
+        _watch_interpreter_exit()
         _live.add(self)
         self._thread = threading.Thread(target=self._background, name="trainatlas", daemon=True)
         self._thread.start()
@@ -451,11 +453,16 @@ def _release_arrow_memory(trim: bool = True) -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    if trim and _libc is not None:
-        _libc.malloc_trim(0)
+    libc = _libc()
+    if trim and libc is not None:
+        libc.malloc_trim(0)
 
 
-def _load_libc() -> Any:
+@functools.cache
+def _libc() -> Any:
+    """glibc, loaded on the first trim rather than at import; None where there is none (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
@@ -466,22 +473,30 @@ def _load_libc() -> Any:
         return None
 
 
-_libc = _load_libc() if sys.platform.startswith("linux") else None
-
-
 # -- runs left open when the interpreter exits -----------------------------------------------------
 
 _live: weakref.WeakSet[Observer] = weakref.WeakSet()
 _uncaught: list[str] = []
-_previous_excepthook = sys.excepthook
+_watching = False  # whether the exception hook and the exit handler are installed
 
 
-def _excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
-    _uncaught.append("".join(traceback.format_exception(exc_type, exc, tb)))
-    _previous_excepthook(exc_type, exc, tb)
+def _watch_interpreter_exit() -> None:
+    """Install, once, on the first Observer (not at import): the exception hook that remembers why a
+    script died, and the exit handler that closes the runs it left open."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    previous = sys.excepthook
+
+    def remember_uncaught(exc_type: Any, exc: Any, tb: Any) -> None:
+        _uncaught.append("".join(traceback.format_exception(exc_type, exc, tb)))
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = remember_uncaught
+    atexit.register(_close_open_runs)
 
 
-@atexit.register
 def _close_open_runs() -> None:
     """A script that never called close(): completed, or failed if it died of an exception."""
     for obs in list(_live):
@@ -489,6 +504,3 @@ def _close_open_runs() -> None:
             obs.close("failed", _uncaught[-1])
         else:
             obs.close()
-
-
-sys.excepthook = _excepthook

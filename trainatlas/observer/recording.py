@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from trainatlas.observer import columns as cols
 from trainatlas.observer.values import float_array, norm_column
+from trainatlas.store import columns as cols
 from trainatlas.store.schema import arrow_schema
 
 # The per-step tuple: (step, perf_counter at step(), at the end of the previous step(), at the first forward

@@ -16,22 +16,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-# Quiet, offline start: no banner on stderr, no update check against the package index.
-for _key, _value in {
-    "FASTMCP_SHOW_SERVER_BANNER": "false",
-    "FASTMCP_CHECK_FOR_UPDATES": "off",
-    "FASTMCP_LOG_LEVEL": "WARNING",
-    "FASTMCP_ENABLE_RICH_TRACEBACKS": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+from fastmcp import FastMCP
 
-from fastmcp import FastMCP  # noqa: E402
-
-from trainatlas import __version__  # noqa: E402
-from trainatlas.server.state import RootState  # noqa: E402
-from trainatlas.server.subscriptions import Subscriptions  # noqa: E402
+from trainatlas import __version__
+from trainatlas.server.state import RootState
+from trainatlas.server.subscriptions import Subscriptions
 
 TOKEN_ENV = "TRAINATLAS_TOKEN"
+# Quiet, offline start: no banner on stderr, no update check against the package index, warnings only.
+FASTMCP_QUIET = {"show_server_banner": False, "check_for_updates": "off", "log_level": "WARNING",
+                 "enable_rich_tracebacks": False}  # fmt: skip
 INSTRUCTIONS = """\
 trainatlas answers questions about PyTorch training runs recorded under one root directory.
 Start with list_runs; diagnose finds problems (each issue has evidence and a fix_prompt to act on);
@@ -82,6 +76,19 @@ def _bearer(token: str) -> Any:
     return DebugTokenVerifier(validate=lambda given: hmac.compare_digest(given.encode(), token.encode()))
 
 
+def quiet_fastmcp() -> None:
+    """Apply ``FASTMCP_QUIET`` when serving, not at import, so that importing the server changes nothing.
+    FastMCP read its environment when it was imported, so its settings are set here; a ``FASTMCP_*``
+    variable the user set still wins."""
+    import fastmcp
+    from fastmcp.utilities.logging import configure_logging
+
+    for name, value in FASTMCP_QUIET.items():
+        if f"FASTMCP_{name.upper()}" not in os.environ:
+            setattr(fastmcp.settings, name, value)
+    configure_logging(level=fastmcp.settings.log_level)
+
+
 def serve(
     root: str | Path | None = None,
     http: bool = False,
@@ -92,6 +99,7 @@ def serve(
     allowed_hosts: list[str] | None = None,
 ) -> None:
     """Run the server until interrupted: stdio by default, streamable HTTP with ``http=True``."""
+    quiet_fastmcp()
     warnings.filterwarnings("ignore", message=".*deprecated.*", module="mcp.*")
     token = token or os.environ.get(TOKEN_ENV) or None
     if not http:
@@ -109,6 +117,7 @@ def run_http(
 ) -> None:
     """Serve ``mcp`` over streamable HTTP until interrupted, rejecting requests whose Host or Origin
     header is not this server's (DNS rebinding); ``allowed_hosts`` adds the names clients use to reach it."""
+    quiet_fastmcp()
     loopback = host in ("127.0.0.1", "localhost", "::1")
     allowed = [*(allowed_hosts or []), *([] if loopback else [host, f"{host}:{port}"])] or None
     mcp.run(transport="http", host=host, port=port, path=path, show_banner=False,

@@ -83,7 +83,7 @@ class Subscriptions:
                 now = await anyio.to_thread.run_sync(scan, self.state.root)
                 await self._publish_changes(before, now)
                 before = now
-            except Exception:  # noqa: BLE001 - the watcher must outlive any one bad scan
+            except Exception:  # the watcher must outlive any one bad scan (logged)
                 log.exception("trainatlas: watching the root failed; retrying")
 
     async def _publish_changes(self, before: dict[str, Signature], now: dict[str, Signature]) -> None:

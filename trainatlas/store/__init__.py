@@ -1,1 +1,1 @@
-"""Run layout, Arrow schemas, atomic shards and the DuckDB catalog over them."""
+"""Run layout, Arrow schemas and columns, atomic shards and the DuckDB catalog over them."""

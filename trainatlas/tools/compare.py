@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainatlas.tools.answers import Comparison, ConfigChange, MetricComparison  # noqa: F401 (re-exported)
+from trainatlas.tools.answers import Comparison, ConfigChange, MetricComparison, RunRef
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics import health_score, run_checks
-from trainatlas.tools.report import RunRef
 from trainatlas.tools.robust import median
 from trainatlas.tools.rundata import RunData
 

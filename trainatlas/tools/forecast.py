@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trainatlas.tools.answers import CurveFit, Forecast  # noqa: F401 (re-exported)
+from trainatlas.tools.answers import CurveFit, Forecast
 from trainatlas.tools.medians import median
 
 MIN_POINTS = 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from trainatlas.tools.advice import loss_not_recognised, one_learning_rate_advice
-from trainatlas.tools.answers import Diagnosis, MetricForecast, RunRef, Status  # noqa: F401 (re-exported)
+from trainatlas.tools.answers import Diagnosis, MetricForecast, RunRef, Status
 from trainatlas.tools.diagnostics import health_score, run_checks
 from trainatlas.tools.phases import phase_history
 from trainatlas.tools.rundata import RunData

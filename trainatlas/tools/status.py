@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from trainatlas.tools.answers import ETA, IMPROVEMENT_THRESHOLD, Advice, Savings  # noqa: F401 (re-exported)
+from trainatlas.tools.answers import ETA, IMPROVEMENT_THRESHOLD, Advice, Savings
 from trainatlas.tools.convergence import main_metric
 from trainatlas.tools.diagnostics.base import Issue
 from trainatlas.tools.diagnostics.common import step_unit

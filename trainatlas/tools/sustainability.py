@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from trainatlas.tools.answers import GRADE_RULE, SustainabilityReport  # noqa: F401 (re-exported)
+from trainatlas.tools.answers import RunRef, SustainabilityReport
 from trainatlas.tools.convergence import convergence_step
 from trainatlas.tools.diagnostics.base import MissingData
 from trainatlas.tools.diagnostics.sustainability import HIGH_INTENSITY, IDLE_GPU, energy_share_after
-from trainatlas.tools.report import RunRef
 from trainatlas.tools.robust import median
 from trainatlas.tools.rundata import RunData
 from trainatlas.tools.status import CARBON_PRICE_EUR_PER_T, carbon_intensity, power_w

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from trainatlas.tools.answers import Diagnosis, Status
 from trainatlas.tools.diagnostics.base import SEVERITY_ORDER, Issue
-from trainatlas.tools.report import Diagnosis, Status, diagnose, status
+from trainatlas.tools.report import diagnose, status
 from trainatlas.tools.rundata import RunData
 from trainatlas.watch.sources import Source
 

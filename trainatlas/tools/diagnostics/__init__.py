@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import warnings
 
+from trainatlas.tools.answers import Issue, Skipped
 from trainatlas.tools.diagnostics import activations, gradients, loss, sustainability, system  # noqa: F401
 from trainatlas.tools.diagnostics.base import (
     CHECKS,
     SEVERITY_ORDER,
     SEVERITY_WEIGHT,
-    Issue,
     MissingData,
-    Skipped,
 )
 from trainatlas.tools.rundata import RunData
 
-__all__ = ["CHECKS", "Issue", "Skipped", "health_score", "run_checks"]
+__all__ = ["CHECKS", "health_score", "run_checks"]
 
 
 def run_checks(data: RunData, codes: list[str] | None = None) -> tuple[list[Issue], list[Skipped]]:

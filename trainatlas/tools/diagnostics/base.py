@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trainatlas.tools.answers import Issue, Severity, Skipped  # noqa: F401 (re-exported)
+from trainatlas.tools.answers import Issue
 from trainatlas.tools.rundata import RunData
 
 SEVERITY_WEIGHT: dict[str, int] = {"critical": 30, "warning": 10, "info": 2}

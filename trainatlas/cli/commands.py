@@ -1,10 +1,9 @@
-"""The ``trainatlas`` command: the same answers as the MCP tools, in a terminal or as JSON."""
+"""The commands: each calls the same functions as the MCP tools and prints a table or JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,124 +11,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trainatlas import __version__
+from trainatlas.cli.parser import build_parser
+from trainatlas.cli.rendering import (
+    SEVERITY_STYLE,
+    console,
+    render_advice,
+    render_details,
+    render_diagnosis,
+    render_runs,
+)
 from trainatlas.fmt import duration as _duration
 from trainatlas.fmt import number as _num
-
-# Piped output gets a wide table instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
-RUN_HELP = "run id, run name (the newest run of that name if several), unique id prefix, or run directory"
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--root", help="runs directory (default: $TRAINATLAS_ROOT or ./trainatlas-runs)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trainatlas", description="Record, query and diagnose PyTorch training runs.")
-    parser.add_argument("--version", action="version", version=f"trainatlas {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("runs", help="list the runs under the root, newest first")
-    _add_common(p)
-    p.add_argument("--project", help="only this project")
-    p.add_argument("--status", choices=["running", "completed", "failed", "crashed"])
-
-    p = sub.add_parser("show", help="one run: status, config, metrics, layers, events")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-
-    p = sub.add_parser("events", help="a run's events, newest first: alerts, phase changes, lifecycle")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--kind", action="append", dest="kinds", metavar="KIND",
-                   help="only this kind (repeatable): alert, phase, lifecycle, observer")  # fmt: skip
-    p.add_argument("--min-severity", choices=["info", "warning", "critical"], help="hide less severe events")
-    p.add_argument("--limit", type=int, default=100, help="at most this many events (default 100)")
-
-    p = sub.add_parser("sql", help="run one read-only SELECT over runs, scalars, layers, events")
-    _add_common(p)
-    p.add_argument("query", help='e.g. "SELECT key, count(*) FROM scalars GROUP BY key"')
-    p.add_argument("--max-rows", type=int, default=1000)
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds before the query is stopped")
-
-    p = sub.add_parser("diagnose", help="all diagnostic checks on a run: issues, health score, advice")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--checks", help="comma-separated codes to run (default: all)")
-
-    p = sub.add_parser("status", help="phase, ETA, forecast of the main metric, early-stop advice")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-
-    p = sub.add_parser("check", help="CI gate: exit 1 when an issue at or above --fail-on is present")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--fail-on", choices=["critical", "warning"], default="critical")
-
-    p = sub.add_parser("compare", help="two runs side by side: config, metrics, speed, issues, verdict")
-    _add_common(p)
-    p.add_argument("run_a")
-    p.add_argument("run_b")
-
-    p = sub.add_parser("carbon", help="sustainability report: energy, CO2, cost, grade, recommendations")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-    p.add_argument("--carbon-price", type=float, default=50.0, help="EUR per tonne of CO2 (default: EU ETS 50)")
-
-    p = sub.add_parser("serve", help="MCP server over the root: stdio (default) or streamable HTTP")
-    p.add_argument("--root", help="runs directory (default: $TRAINATLAS_ROOT or ./trainatlas-runs)")
-    p.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP interface (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (or set $TRAINATLAS_TOKEN)")
-    p.add_argument(
-        "--allowed-host",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="a Host header clients may use (repeatable), e.g. the machine's name with --host 0.0.0.0",
-    )
-
-    p = sub.add_parser("ask", help="ask Claude about a run: it calls the trainatlas tools (needs the agent extra)")
-    _add_common(p)
-    p.add_argument("run", help=RUN_HELP)
-    p.add_argument("question", help='e.g. "why did the loss jump at step 300?"')
-    p.add_argument("--model", help="Anthropic model (default: $TRAINATLAS_MODEL or claude-sonnet-5-5)")
-    p.add_argument("--max-turns", type=int, default=12, help="model calls before giving up (default 12)")
-    p.add_argument("--prompt", choices=["diagnose_run", "should_i_stop", "postmortem"], default="diagnose_run",
-                   help="the belief-state prompt that guides the investigation")  # fmt: skip
-
-    p = sub.add_parser("watch", help="follow a live run or a growing log: narrate changes, send alerts")
-    _add_common(p)
-    p.add_argument("target", nargs="?", help="run id, run name, run directory, or training log file")
-    p.add_argument("--auto", action="store_true", help="follow the newest training log or run")
-    p.add_argument("--base-dir", action="append", type=Path,
-                   help="where --auto also looks, besides the current directory and the usual places (repeatable)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="with --auto: wait for one to appear")
-    p.add_argument("--project", help="project for a log file's run (default: chosen by the ingester)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
-    p.add_argument("--once", action="store_true", help="analyse once, print, exit with the `check` exit codes")
-    p.add_argument("--fail-on", choices=["critical", "warning"], default="critical", help="exit 1 on such issues")
-    p.add_argument("--max-time", type=float, metavar="SECONDS", help="stop watching after this long")
-    p.add_argument("--alert-on", choices=["critical", "warning", "info"], default="warning",
-                   help="lowest severity sent as an alert (default warning; the run's end is always sent)")  # fmt: skip
-    p.add_argument("--cooldown", type=float, default=600.0, help="seconds before the same kind of alert is resent")
-    p.add_argument("--telegram-token", help="bot token (or $TRAINATLAS_TELEGRAM_TOKEN)")
-    p.add_argument("--telegram-chat", help="chat id (or $TRAINATLAS_TELEGRAM_CHAT)")
-    p.add_argument("--telegram-api", help="Bot API base URL (or $TRAINATLAS_TELEGRAM_API; https://api.telegram.org)")
-    p.add_argument("--webhook", help="Slack or Discord incoming-webhook URL (or $TRAINATLAS_WEBHOOK_URL)")
-
-    p = sub.add_parser("ingest", help="read existing training logs (TensorBoard, MMEngine, HF, CSV, text) into runs")
-    _add_common(p)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="log files or directories to walk")
-    p.add_argument("--project", help="project of the new runs (default: imported, or the run's current one)")
-
-    p = sub.add_parser("demo", help="train three small models (one healthy, two buggy) and show them")
-    _add_common(p)
-    p.add_argument("--steps", type=int, default=600, help="optimizer steps per run")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,32 +72,6 @@ def _emit(args: argparse.Namespace, payload: Any, render: Any) -> int:
 # -- runs --------------------------------------------------------------------------------------------
 
 
-STATUS_STYLE = {"running": "cyan", "completed": "green", "failed": "red", "crashed": "magenta"}
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
-def render_runs(rows: list[dict[str, Any]]) -> None:
-    table = Table(title=f"{len(rows)} runs", title_justify="left")
-    for col in ("project", "name", "id", "status", "steps", "last loss", "age"):
-        table.add_column(col, justify="right" if col in ("steps", "last loss") else "left",
-                         no_wrap=col == "id")  # fmt: skip
-    for r in rows:
-        style = STATUS_STYLE.get(r["status"], "")
-        table.add_row(
-            r["project"], r["name"], r["run_id"], f"[{style}]{r['status']}[/{style}]",
-            str(r["steps"]), _num(r["last_loss"]), _age(r["age_s"]),
-        )  # fmt: skip
-    console.print(table)
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from trainatlas.tools.runs import list_runs
 
@@ -214,39 +80,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 # -- show --------------------------------------------------------------------------------------------
-
-
-def render_details(d: dict[str, Any]) -> None:
-    run = d["run"]
-    style = STATUS_STYLE.get(run["status"], "")
-    console.print(
-        f"[bold]{run['name']}[/bold] ({run['run_id']}, project {run['project']}): "
-        f"[{style}]{run['status']}[/{style}], {run['steps']} steps\n{run['path']}",
-        highlight=False,
-    )
-    model, opt = d["model"], d["optimizer"]
-    if model:
-        console.print(f"model {model.get('type')}: {model.get('params', 0):,} parameters")
-    if opt:
-        lrs = ", ".join(str(g.get("lr")) for g in opt.get("param_groups", []))
-        console.print(f"optimizer {opt.get('type')}: lr {lrs}")
-    if d["config"]:
-        console.print("config " + json.dumps(d["config"], default=str), highlight=False)
-    table = Table(title="metrics", title_justify="left")
-    for col in ("key", "n", "steps", "last", "min", "max"):
-        table.add_column(col, justify="left" if col in ("key", "steps") else "right")
-    for m in d["metrics"]:
-        table.add_row(m["key"], str(m["n"]), f"{m['first_step']}-{m['last_step']}",
-                      _num(m["last"]), _num(m["min"]), _num(m["max"]))  # fmt: skip
-    console.print(table)
-    lay = d["layers"]
-    console.print(f"layer stats: {lay['layers']} layers at {lay['sampled_steps']} sampled steps")
-    for e in d["events"]:
-        console.print(escape(f"  step {e['step']}: [{e['severity']}] {e['message']}"), highlight=False)
-    for channel, err in d["channels_off"].items():
-        console.print(f"[yellow]channel {channel} was switched off: {escape(err)}[/yellow]", highlight=False)
-    if d["traceback"]:
-        console.print("[red]traceback:[/red]\n" + escape(d["traceback"]), highlight=False)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -301,47 +134,6 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 # -- diagnose, status, check -------------------------------------------------------------------------
-
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
-
-
-def render_diagnosis(d: Any) -> None:
-    run = d.run
-    score_style = "green" if d.health_score >= 80 else "yellow" if d.health_score >= 50 else "red"
-    console.print(
-        f"[bold]{escape(run.name)}[/bold] ({run.run_id}): health [{score_style}]{d.health_score}/100[/{score_style}], "
-        f"phase {d.phase}, {run.steps} steps, {run.status}",
-        highlight=False,
-    )
-    if not d.issues:
-        console.print("[green]no issues found[/green]")
-    for issue in d.issues:
-        style = SEVERITY_STYLE[issue.severity]
-        console.print(f"[{style}]{issue.severity:>8}[/{style}] {issue.code}: {escape(issue.message)}", highlight=False)
-        console.print(f"         fix: {escape(issue.fix_prompt)}", style="dim", highlight=False)
-    render_advice(d.recommendation, d.eta)
-    if d.skipped:
-        console.print(f"skipped (no data): {', '.join(s.code for s in d.skipped)}", style="dim")
-
-
-def render_advice(advice: Any, remaining: Any) -> None:
-    from trainatlas.tools.answers import STOPPING
-
-    if remaining is not None:
-        console.print(
-            f"ETA: {remaining.remaining_steps} steps, {_duration(remaining.seconds)} "
-            f"({_duration(remaining.low_s)}-{_duration(remaining.high_s)})",
-            highlight=False,
-        )
-    word = advice.recommendation.replace("_", " ")
-    console.print(f"[bold]recommendation: {word}[/bold] - {escape(advice.reason)}", highlight=False)
-    if advice.savings and advice.recommendation in STOPPING:
-        sv = advice.savings
-        console.print(
-            f"stopping now saves {_duration(sv.seconds)}, {sv.energy_kwh:.3g} kWh, {sv.co2_kg:.3g} kg CO2, "
-            f"EUR {sv.cost_eur:.3g} ({escape(sv.basis)})",
-            highlight=False,
-        )
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -635,6 +427,3 @@ COMMANDS = {
     "serve": cmd_serve,
 }
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from trainatlas.cli import main
+
+sys.exit(main())
