@@ -16,6 +16,12 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture
+def anyio_backend() -> str:
+    """The MCP client and server tests run on asyncio (the official SDK's own choice)."""
+    return "asyncio"
+
+
+@pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path / "runs"
 

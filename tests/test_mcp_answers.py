@@ -18,11 +18,6 @@ from trainatlas.demo import SCENARIOS, build
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Three short real trainings: two of one name (the name means the newer), one that explodes."""

@@ -36,11 +36,6 @@ TOOLS = {
 SERVER_ENV = {**os.environ, "FASTMCP_LOG_LEVEL": "ERROR"}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A root with two real trainings on digits: a healthy one and one whose loss explodes to NaN."""
