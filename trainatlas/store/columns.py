@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -29,9 +29,8 @@ def _validity(values: Sequence[Any]) -> tuple[Any, list[int]]:
 def f64(values: Sequence[float | None]) -> pa.Array:
     """A double column; None becomes NULL."""
     bitmap, missing = _validity(values)
-    if missing:
-        values = [0.0 if v is None else v for v in values]
-    return pa.Array.from_buffers(pa.float64(), len(values), [bitmap, pa.py_buffer(array("d", values))])
+    filled = [0.0 if v is None else v for v in values] if missing else cast("Sequence[float]", values)
+    return pa.Array.from_buffers(pa.float64(), len(values), [bitmap, pa.py_buffer(array("d", filled))])
 
 
 def ints(values: Sequence[int | None], typecode: str = "q") -> pa.Array:
@@ -52,8 +51,8 @@ def bools(values: Sequence[bool | None]) -> pa.Array:
 def strings(values: Sequence[str | None]) -> pa.Array:
     """A string column; values are usually a few distinct keys, so each is encoded once."""
     bitmap, _ = _validity(values)
-    encoded = {v: v.encode() for v in set(values) if v is not None}
-    encoded[None] = b""  # type: ignore[index]
+    encoded: dict[str | None, bytes] = {v: v.encode() for v in set(values) if v is not None}
+    encoded[None] = b""
     parts = list(map(encoded.__getitem__, values))
     offsets = np.zeros(len(parts) + 1, dtype=np.int32)  # a flush is far below 2 GB of text
     np.cumsum(np.fromiter(map(len, parts), dtype=np.int32, count=len(parts)), out=offsets[1:])

@@ -258,7 +258,7 @@ def compact(table_dir: Path, min_shards: int = 2) -> Path | None:
     """Merge the first run of small shards in ``table_dir`` (up to ``MERGE_BYTES`` of them) into one
     when there are at least ``min_shards``. Streams row group by row group, so memory stays
     bounded by the largest row group. Unreadable shards are left alone. Returns the new shard."""
-    small = []
+    small: list[Shard] = []
     total = 0
     for shard in list_shards(table_dir):
         size = shard.path.stat().st_size
