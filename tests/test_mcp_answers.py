@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp.shared.exceptions import MCPError
 
@@ -154,3 +155,28 @@ def test_error_text_never_shows_the_root(tmp_path: Path) -> None:
     plain = PlainErrors(FastMCP("t"), tmp_path)
     text = plain.scrubbed(f"{tmp_path}/project=p/run=x/run.json: unreadable run.json; nothing else under {tmp_path}")
     assert text == "project=p/run=x/run.json: unreadable run.json; nothing else under the root"
+
+
+SLOW_SQL = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)"  # hours of work anywhere: stopped by timeout_s
+
+
+async def test_slow_queries_hold_up_no_other_tool_and_no_more_than_their_slots(runs: dict[str, Any], url: str) -> None:
+    """Two slow queries take both SQL slots: list_runs and a diagnosis still answer while they run, and a third
+    query is refused with the reason instead of queueing behind them for a minute."""
+    stopped: list[str] = []
+
+    async def slow_query(client: Any) -> None:
+        stopped.append(error(await client.call_tool("query_sql", {"sql": SLOW_SQL, "timeout_s": 15})))
+
+    clients = [connect("http", "modern", runs, url) for _ in range(3)]
+    async with clients[0] as a, clients[1] as b, clients[2] as c, anyio.create_task_group() as tasks:
+        tasks.start_soon(slow_query, a)
+        tasks.start_soon(slow_query, b)
+        await anyio.sleep(1.5)  # both queries are running by now
+        assert data(await c.call_tool("list_runs", {}))["total"] == 3
+        assert data(await c.call_tool("diagnose", {"run": runs["sick"]}))["issues"]
+        assert not stopped, "an answer waited behind the slow queries"
+        refused = error(await c.call_tool("query_sql", {"sql": "SELECT 1"}))
+        assert not stopped
+    assert "already running 2 queries" in refused
+    assert stopped == ["query refused: the query ran longer than 15 s and was stopped"] * 2

@@ -9,6 +9,7 @@ refresh once locked, so it is rebuilt when it is older than the data.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from trainatlas.store.catalog import Catalog
 
 FRESH_S = 2.0
+# At most this many analyses (diagnose, plots, curves...) compute at once; the rest queue. More would not finish sooner
+# on these cores, and each holds DuckDB buffers and arrays, so fifty clients must not mean fifty copies. An answer from
+# the cache takes no slot, and neither do the cheap tools (list_runs, beliefs, review) nor user SQL (its own slots).
+ANALYSIS_SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
 T = TypeVar("T")
 Signature = tuple[int, ...]
 
@@ -45,8 +50,14 @@ class RootState:
         self.answers = AnswerCache(lambda: tuple(sorted(scan(self.root).items())))
 
     def answer(self, key: tuple[Any, ...], compute: Callable[[], T]) -> T:
-        """``compute()``, or its earlier result if no run has written anything since."""
-        return self.answers.get(key, compute)
+        """``compute()``, or its earlier result if no run has written anything since; computing waits for one of
+        the ``ANALYSIS_SLOTS``."""
+
+        def in_a_slot() -> T:
+            with ANALYSIS_SLOTS:
+                return compute()
+
+        return self.answers.get(key, in_a_slot)
 
     def mark_changed(self) -> None:
         """The root changed (a run appeared or wrote data): the next request refreshes."""

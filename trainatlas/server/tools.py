@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -30,9 +29,12 @@ from trainatlas.tools.answers import Comparison, Diagnosis, Status, Sustainabili
 # `initialize` before paying for them.
 
 MAX_ANSWER_CHARS = 80_000  # about 20k tokens
-# At most this many tool calls compute at once (the rest queue): more would not finish sooner on
-# these cores, and each holds DuckDB buffers and arrays, so fifty clients must not mean fifty copies.
-WORK_SLOTS = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+# User SQL has slots of its own, so slow queries (timeout_s up to 60 s) never hold up the other tools, whose
+# analyses take ANALYSIS_SLOTS (server/state.py). Two queries at once: each sandbox query already runs DuckDB on 2
+# threads. A query that finds both taken waits SQL_WAIT_S for one, then is refused with the reason.
+SQL_AT_ONCE = 2
+SQL_SLOTS = threading.BoundedSemaphore(SQL_AT_ONCE)
+SQL_WAIT_S = 5.0
 SQL_MAX_CHARS = 60_000
 # All four hints on every tool: a client must not have to guess what a missing hint defaults to.
 READ_ONLY = {"read_only_hint": True, "destructive_hint": False, "idempotent_hint": True, "open_world_hint": False}
@@ -60,8 +62,7 @@ def answers(fn: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
         try:
-            with WORK_SLOTS:
-                result = fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except LookupError as exc:
             from trainatlas.store.catalog import UnknownRun  # DuckDB: imported once a tool is called
 
@@ -261,10 +262,17 @@ def register_tools(mcp: FastMCP, state: RootState) -> None:
         timeout_s."""
         from trainatlas.store.sandbox import SQLRejected, run_select
 
+        if not SQL_SLOTS.acquire(timeout=SQL_WAIT_S):
+            raise ToolError(
+                f"the server is already running {SQL_AT_ONCE} queries (the most it runs at once): "
+                "retry when one has finished, or give them a lower timeout_s"
+            )
         try:
             result = run_select(state.sandbox().con, sql, timeout_s, max_rows)
         except SQLRejected as exc:
             raise ToolError(f"query refused: {exc}") from exc
+        finally:
+            SQL_SLOTS.release()
         rows, chars, note = [], 0, None
         for row in result.rows:
             cells = [c if isinstance(c, int | float | str | bool) or c is None else str(c) for c in row]
